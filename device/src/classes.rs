@@ -1,0 +1,248 @@
+//! Class lists and palettes: Pascal VOC's by default, or a dataset's own from a
+//! `labelmap.txt` (the file CVAT writes with a "Segmentation mask" export).
+
+use std::collections::HashMap;
+use std::path::Path;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// The label value that marks pixels to ignore (object borders, "difficult" regions).
+pub const VOID: u8 = 255;
+
+/// The colour VOC uses for void pixels in its label PNGs (palette index 255).
+pub const VOID_COLOUR: [u8; 3] = [224, 224, 192];
+
+/// The 21 Pascal VOC 2012 class names, in label-index order.
+pub const VOC_CLASSES: [&str; 21] = [
+    "background",
+    "aeroplane",
+    "bicycle",
+    "bird",
+    "boat",
+    "bottle",
+    "bus",
+    "car",
+    "cat",
+    "chair",
+    "cow",
+    "diningtable",
+    "dog",
+    "horse",
+    "motorbike",
+    "person",
+    "pottedplant",
+    "sheep",
+    "sofa",
+    "train",
+    "tvmonitor",
+];
+
+/// The colour of VOC palette index `i` (the bit-interleaving scheme of the VOC devkit).
+pub fn voc_colour(index: u8) -> [u8; 3] {
+    let (mut r, mut g, mut b) = (0u8, 0u8, 0u8);
+    let mut c = index;
+    for shift in (0..8).rev() {
+        r |= (c & 1) << shift;
+        g |= ((c >> 1) & 1) << shift;
+        b |= ((c >> 2) & 1) << shift;
+        c >>= 3;
+    }
+    [r, g, b]
+}
+
+/// The full 256-entry VOC palette, as written into VOC's label PNGs.
+pub fn voc_palette() -> Vec<[u8; 3]> {
+    (0..=255u8).map(voc_colour).collect()
+}
+
+/// An ordered list of classes, each with the colour that marks it in label images and
+/// overlays. Index `i` is the network's output channel `i`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ClassList {
+    pub names: Vec<String>,
+    pub colours: Vec<[u8; 3]>,
+}
+
+impl ClassList {
+    /// Pascal VOC 2012: 21 classes with the devkit palette.
+    pub fn voc() -> Self {
+        Self {
+            names: VOC_CLASSES.iter().map(|s| s.to_string()).collect(),
+            colours: (0..21).map(voc_colour).collect(),
+        }
+    }
+
+    pub fn len(&self) -> usize {
+        self.names.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.names.is_empty()
+    }
+
+    /// Build from `(name, colour)` pairs, refusing duplicates and the void colour.
+    pub fn new(entries: Vec<(String, [u8; 3])>) -> Result<Self> {
+        if entries.is_empty() {
+            return Err(Error::Invalid(
+                "a class list needs at least one class".into(),
+            ));
+        }
+        if entries.len() > VOID as usize {
+            return Err(Error::Invalid(format!(
+                "{} classes: at most {} fit in an 8-bit label map",
+                entries.len(),
+                VOID
+            )));
+        }
+        let mut seen = HashMap::new();
+        for (i, (name, colour)) in entries.iter().enumerate() {
+            if *colour == VOID_COLOUR {
+                return Err(Error::Invalid(format!(
+                    "class '{name}' uses the void colour {VOID_COLOUR:?}"
+                )));
+            }
+            if let Some(j) = seen.insert(*colour, i) {
+                return Err(Error::Invalid(format!(
+                    "classes '{}' and '{name}' share the colour {colour:?}",
+                    entries[j].0
+                )));
+            }
+        }
+        let (names, colours) = entries.into_iter().unzip();
+        Ok(Self { names, colours })
+    }
+
+    /// Read a CVAT-style `labelmap.txt`: `name:r,g,b:parts:actions` per line, `#`
+    /// comments. An entry named `void` or `ignore` marks pixels to ignore (label 255)
+    /// instead of a class.
+    pub fn read_labelmap(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        let bad = |line: usize, message: String| Error::ClassFile {
+            path: path.to_owned(),
+            line,
+            message,
+        };
+        let mut entries = Vec::new();
+        for (n, raw) in text.lines().enumerate() {
+            let line = raw.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let mut fields = line.split(':');
+            let name = fields.next().unwrap_or_default().trim().to_string();
+            let colour = fields
+                .next()
+                .ok_or_else(|| bad(n + 1, format!("expected 'name:r,g,b', found '{line}'")))?;
+            let rgb: Vec<u8> = colour
+                .split(',')
+                .map(|v| v.trim().parse::<u8>())
+                .collect::<std::result::Result<_, _>>()
+                .map_err(|_| {
+                    bad(
+                        n + 1,
+                        format!("colour '{colour}' is not 'r,g,b' in 0..=255"),
+                    )
+                })?;
+            let [r, g, b] = rgb[..] else {
+                return Err(bad(n + 1, format!("colour '{colour}' needs 3 values")));
+            };
+            if name.is_empty() {
+                return Err(bad(n + 1, "empty class name".into()));
+            }
+            if matches!(name.as_str(), "void" | "ignore") {
+                continue;
+            }
+            entries.push((name, [r, g, b]));
+        }
+        Self::new(entries).map_err(|e| bad(0, e.to_string()))
+    }
+
+    /// The `labelmap.txt` text for this list (what [`ClassList::read_labelmap`] reads).
+    pub fn to_labelmap(&self) -> String {
+        let mut out = String::from("# label:color_rgb:parts:actions\n");
+        for (name, [r, g, b]) in self.names.iter().zip(&self.colours) {
+            out.push_str(&format!("{name}:{r},{g},{b}::\n"));
+        }
+        out
+    }
+
+    /// Colour → label lookup: every class colour to its index, the void colour to 255.
+    pub fn colour_lookup(&self) -> HashMap<[u8; 3], u8> {
+        let mut map: HashMap<[u8; 3], u8> = self
+            .colours
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (*c, i as u8))
+            .collect();
+        map.insert(VOID_COLOUR, VOID);
+        map
+    }
+
+    /// Paint a label map with the class colours (void and unknown labels: void colour).
+    pub fn colourize(&self, labels: &image::GrayImage) -> image::RgbImage {
+        image::RgbImage::from_fn(labels.width(), labels.height(), |x, y| {
+            image::Rgb(self.colour_of(labels.get_pixel(x, y).0[0]))
+        })
+    }
+
+    /// The colour to draw label `index` with (void and unknown labels: the void colour).
+    pub fn colour_of(&self, index: u8) -> [u8; 3] {
+        self.colours
+            .get(index as usize)
+            .copied()
+            .unwrap_or(VOID_COLOUR)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn voc_palette_matches_the_devkit() {
+        assert_eq!(voc_colour(0), [0, 0, 0]);
+        assert_eq!(voc_colour(1), [128, 0, 0]);
+        assert_eq!(voc_colour(15), [192, 128, 128]);
+        assert_eq!(voc_colour(20), [0, 64, 128]);
+        assert_eq!(voc_colour(255), VOID_COLOUR);
+    }
+
+    #[test]
+    fn labelmap_round_trips_and_skips_void() {
+        let dir = std::env::temp_dir().join(format!("segcam-labelmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("labelmap.txt");
+        let classes = ClassList::new(vec![
+            ("background".into(), [0, 0, 0]),
+            ("weed".into(), [10, 200, 30]),
+        ])
+        .unwrap();
+        let text = classes.to_labelmap() + "void:224,224,192::\n";
+        std::fs::write(&path, text).unwrap();
+        assert_eq!(ClassList::read_labelmap(&path).unwrap(), classes);
+    }
+
+    #[test]
+    fn labelmap_errors_name_the_file_and_line() {
+        let dir = std::env::temp_dir().join(format!("segcam-badmap-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("labelmap.txt");
+        std::fs::write(&path, "background:0,0,0::\ncrop:12,300,4::\n").unwrap();
+        let msg = ClassList::read_labelmap(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("labelmap.txt") && msg.contains("line 2"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn duplicate_colours_are_refused() {
+        let err = ClassList::new(vec![("a".into(), [1, 2, 3]), ("b".into(), [1, 2, 3])]);
+        assert!(err.unwrap_err().to_string().contains("share the colour"));
+    }
+}

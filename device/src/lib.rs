@@ -1,0 +1,16 @@
+//! segcam: live semantic segmentation on edge boards.
+//!
+//! This crate owns the **model contract** shared by the workstation (`seg-host`) and
+//! the board (`seg-cam`): the class list and palette, the preprocessing, the metrics,
+//! and the generated test scene.
+
+pub mod classes;
+pub mod error;
+pub mod metrics;
+pub mod preprocess;
+pub mod scene;
+
+pub use classes::ClassList;
+pub use error::{Error, Result};
+pub use metrics::ConfusionMatrix;
+pub use preprocess::{Normalization, IMAGENET};

@@ -1,0 +1,17 @@
+//! seg-host: train, evaluate and export segcam's FCN on a workstation (tch/libtorch).
+//! The binary only parses arguments; each subcommand is one call into this library.
+
+pub mod checkpoint;
+pub mod dataset;
+pub mod eval_cmd;
+pub mod evaluate;
+pub mod info;
+pub mod loader;
+pub mod model;
+pub mod plots;
+pub mod pth;
+pub mod report;
+pub mod size;
+pub mod synth;
+pub mod train;
+pub mod weights;

@@ -1,0 +1,230 @@
+//! `seg-host`: parse the command line, then call one library function per subcommand.
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+use clap::{Args, Parser, Subcommand};
+use seg_host::synth::{self, SynthOptions};
+use seg_host::train::{self, TrainConfig};
+use seg_host::{eval_cmd, info, size};
+
+#[derive(Parser)]
+#[command(
+    name = "seg-host",
+    version,
+    about = "Train, evaluate and export segcam's FCN (ResNet-18 body) on a workstation"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// libtorch version, CUDA availability, GPUs and threads.
+    Info,
+    /// Write a synthetic VOC-layout dataset (for tests, the demo, and trying things out).
+    Synth(SynthArgs),
+    /// Train the FCN on a VOC-layout dataset (defaults: d2l's recipe).
+    Train(TrainArgs),
+    /// Evaluate a checkpoint on a dataset split: pixel accuracy, mIoU, per-class IoU.
+    Eval(eval_cmd::EvalArgs),
+}
+
+#[derive(Args)]
+struct SynthArgs {
+    /// Output folder (created).
+    #[arg(long)]
+    out: PathBuf,
+    /// Number of images.
+    #[arg(long, default_value_t = 200)]
+    count: usize,
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Image size as HxW.
+    #[arg(long, default_value = "240x320", value_parser = size::parse)]
+    size: (u32, u32),
+    /// Fraction of the images listed in val.txt.
+    #[arg(long, default_value_t = 0.2)]
+    val_fraction: f64,
+}
+
+/// Flags override the `--config` file, which overrides the defaults (d2l's recipe).
+#[derive(Args)]
+struct TrainArgs {
+    /// A TOML file with any of the settings below (snake_case names, e.g. `weight_decay = 1e-4`).
+    #[arg(long)]
+    config: Option<PathBuf>,
+    /// Continue the run in --out from its last checkpoint.
+    #[arg(long)]
+    resume: bool,
+    /// Start again in an --out that holds an earlier run's checkpoints.
+    #[arg(long)]
+    overwrite: bool,
+    /// Dataset folder in VOC layout [default: data/VOCdevkit/VOC2012].
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Run folder for checkpoints, metrics and plots [default: runs/train].
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// A labelmap.txt with the class names and colours [default: the dataset's, else VOC's].
+    #[arg(long)]
+    classes: Option<PathBuf>,
+    #[arg(long)]
+    train_split: Option<String>,
+    #[arg(long)]
+    val_split: Option<String>,
+    /// [default: 5]
+    #[arg(long)]
+    epochs: Option<usize>,
+    /// [default: 32]
+    #[arg(long)]
+    batch: Option<usize>,
+    /// [default: 0.001]
+    #[arg(long)]
+    lr: Option<f64>,
+    /// [default: 0.001]
+    #[arg(long)]
+    weight_decay: Option<f64>,
+    /// [default: 0]
+    #[arg(long)]
+    momentum: Option<f64>,
+    /// Poly learning-rate decay (power 0.9), stepped per iteration.
+    #[arg(long)]
+    poly: bool,
+    /// Random horizontal flips.
+    #[arg(long)]
+    flip: bool,
+    /// Random crop as HxW, multiples of 32 [default: 320x480].
+    #[arg(long, value_parser = size::parse)]
+    crop: Option<(u32, u32)>,
+    /// ImageNet weights for the body: torchvision's resnet18-f37072fd.pth or a .safetensors.
+    #[arg(long)]
+    pretrained: Option<PathBuf>,
+    /// Train the head only.
+    #[arg(long)]
+    freeze_backbone: bool,
+    /// Data-loading threads [default: CPU count, at most 8].
+    #[arg(long)]
+    workers: Option<usize>,
+    #[arg(long)]
+    seed: Option<u64>,
+    /// auto, cpu, cuda or cuda:N [default: auto].
+    #[arg(long)]
+    device: Option<String>,
+    /// Skip and count missing or corrupt samples instead of stopping.
+    #[arg(long)]
+    skip_bad: bool,
+    /// Validation images in the prediction grid [default: 4].
+    #[arg(long)]
+    grid: Option<usize>,
+    /// libtorch threads [default: libtorch's choice].
+    #[arg(long)]
+    threads: Option<i32>,
+}
+
+impl TrainArgs {
+    fn config(&self) -> Result<TrainConfig> {
+        let mut cfg = match &self.config {
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("{}: cannot read", path.display()))?;
+                toml::from_str(&text)
+                    .with_context(|| format!("{}: not a valid training config", path.display()))?
+            }
+            None => TrainConfig::default(),
+        };
+        macro_rules! set {
+            ($($field:ident),*) => { $(if let Some(v) = &self.$field { cfg.$field = v.clone(); })* };
+        }
+        set!(
+            data,
+            out,
+            train_split,
+            val_split,
+            epochs,
+            batch,
+            lr,
+            weight_decay,
+            momentum,
+            workers,
+            seed,
+            device,
+            grid
+        );
+        if self.classes.is_some() {
+            cfg.classes = self.classes.clone();
+        }
+        if self.pretrained.is_some() {
+            cfg.pretrained = self.pretrained.clone();
+        }
+        if let Some((h, w)) = self.crop {
+            cfg.crop = [h, w];
+        }
+        cfg.poly |= self.poly;
+        cfg.flip |= self.flip;
+        cfg.freeze_backbone |= self.freeze_backbone;
+        cfg.skip_bad |= self.skip_bad;
+        Ok(cfg)
+    }
+}
+
+fn main() {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .init();
+    if let Err(e) = run(Cli::parse()) {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn run(cli: Cli) -> Result<()> {
+    match cli.command {
+        Command::Info => {
+            print!("{}", info::SystemInfo::gather());
+            Ok(())
+        }
+        Command::Synth(a) => {
+            let opts = SynthOptions {
+                out: a.out,
+                count: a.count,
+                seed: a.seed,
+                height: a.size.0,
+                width: a.size.1,
+                val_fraction: a.val_fraction,
+            };
+            let bar = train::progress(a.count as u64, "synth");
+            let summary = synth::write_dataset(&opts, &|_| bar.inc(1))?;
+            bar.finish_and_clear();
+            println!(
+                "wrote {} training and {} validation images to {}",
+                summary.train,
+                summary.val,
+                opts.out.display()
+            );
+            Ok(())
+        }
+        Command::Train(a) => {
+            if let Some(n) = a.threads {
+                tch::set_num_threads(n);
+            }
+            let summary = train::train(a.config()?, a.resume, a.overwrite)?;
+            let last = summary.history.last().context("no epoch was run")?;
+            println!(
+                "trained {} epochs: val pixel accuracy {:.3}, mIoU {:.3} (best {:.3}); checkpoints, metrics.csv and plots in {}",
+                last.epoch,
+                last.val_pixel_acc,
+                last.val_miou,
+                summary.best_miou,
+                summary.out.display()
+            );
+            Ok(())
+        }
+        Command::Eval(a) => eval_cmd::run(&a),
+    }
+}

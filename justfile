@@ -1,0 +1,64 @@
+# segcam — the user's entry points. `just --list` shows them all.
+#
+# libtorch comes from $LIBTORCH when set, else from a PyTorch 2.13.0 venv that
+# `just setup` makes in ~/.cache/segcam (scripts/setup-venv).
+
+set shell := ["bash", "-euo", "pipefail", "-c"]
+
+torch_env := "scripts/torch-env"
+seg_host := "target/release/seg-host"
+
+# Show the recipes.
+default:
+    @just --list
+
+# Make the libtorch venv (once) and build seg-host in release mode.
+setup:
+    {{torch_env}} cargo build --release -p seg-host
+    {{seg_host}} info
+
+# libtorch version, CUDA availability, GPUs, threads.
+info: setup
+
+# Write a synthetic VOC-layout dataset: just synth data/synth 200
+synth out="data/synth" count="200" *args="":
+    {{torch_env}} cargo build --release -q -p seg-host
+    {{seg_host}} synth --out {{out}} --count {{count}} {{args}}
+
+# Train the FCN (d2l's recipe by default) on a VOC-layout dataset; extra flags go to `seg-host train`.
+train data="data/VOCdevkit/VOC2012" *args="":
+    {{torch_env}} cargo build --release -q -p seg-host
+    {{seg_host}} train --data {{data}} {{args}}
+
+# Evaluate a checkpoint: pixel accuracy, mIoU, per-class IoU, confusion matrix.
+eval checkpoint="runs/train/best.safetensors" data="data/VOCdevkit/VOC2012" *args="":
+    {{torch_env}} cargo build --release -q -p seg-host
+    {{seg_host}} eval --checkpoint {{checkpoint}} --data {{data}} {{args}}
+
+# Download torchvision's ImageNet ResNet-18 weights (needs internet) into models/.
+fetch-weights:
+    scripts/fetch https://download.pytorch.org/models/resnet18-f37072fd.pth models/resnet18-f37072fd.pth f37072fd
+
+# Download and unpack Pascal VOC 2012 (2 GB, needs internet) into data/VOCdevkit/VOC2012.
+fetch-voc:
+    scripts/fetch http://host.robots.ox.ac.uk/pascal/VOC/voc2012/VOCtrainval_11-May-2012.tar data/VOCtrainval_11-May-2012.tar
+    tar -xf data/VOCtrainval_11-May-2012.tar -C data
+    @echo "VOC 2012 is in data/VOCdevkit/VOC2012"
+
+# The whole chain on this machine with no data and no camera: synth → train → eval.
+demo:
+    {{torch_env}} cargo build --release -q -p seg-host
+    {{seg_host}} synth --out runs/demo/data --count 160 --size 160x224 --seed 1
+    {{seg_host}} train --data runs/demo/data --out runs/demo/train --overwrite --epochs 8 --batch 8 --crop 128x192 --lr 0.02 --momentum 0.9 --poly --flip --seed 1
+    {{seg_host}} eval --checkpoint runs/demo/train/best.safetensors --data runs/demo/data --out runs/demo/eval
+    @echo "training plots: runs/demo/train/curves.png, runs/demo/train/predictions.png; evaluation: runs/demo/eval"
+
+# Every test of the workspace (builds what it needs first).
+test:
+    {{torch_env}} cargo build --workspace --bins
+    {{torch_env}} cargo test --workspace
+
+# Formatting and lints, as CI's reviewers expect them.
+lint:
+    cargo fmt --all -- --check
+    {{torch_env}} cargo clippy --workspace --all-targets -- -D warnings

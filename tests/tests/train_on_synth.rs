@@ -1,0 +1,221 @@
+//! Training end to end through the `seg-host` binary, on generated data, on the CPU:
+//! the network really learns, runs resume after a kill, and divergence is caught.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+use common::{history, seg_host, seg_host_ok};
+
+/// A small synthetic dataset, shared by the tests of this file.
+fn synth(dir: &Path, count: usize, size: &str) -> String {
+    let data = dir.join("data");
+    seg_host_ok(&[
+        "synth",
+        "--out",
+        data.to_str().unwrap(),
+        "--count",
+        &count.to_string(),
+        "--seed",
+        "7",
+        "--size",
+        size,
+    ]);
+    data.to_str().unwrap().to_owned()
+}
+
+/// Settings that train the FCN from scratch in a few minutes on 2 cores.
+const QUICK: &[&str] = &[
+    "--batch",
+    "8",
+    "--crop",
+    "128x192",
+    "--lr",
+    "0.02",
+    "--momentum",
+    "0.9",
+    "--poly",
+    "--flip",
+    "--seed",
+    "1",
+    "--device",
+    "cpu",
+];
+
+#[test]
+fn fcn_learns_the_synthetic_scenes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), 120, "160x224");
+    let run = dir.path().join("run");
+    let mut args = vec![
+        "train",
+        "--data",
+        &data,
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "8",
+    ];
+    args.extend_from_slice(QUICK);
+    seg_host_ok(&args);
+
+    let records = history(&run);
+    assert_eq!(records.len(), 8);
+    let last = records.last().unwrap();
+    let (acc, miou) = (
+        last["val_pixel_acc"].as_f64().unwrap(),
+        last["val_miou"].as_f64().unwrap(),
+    );
+
+    // The all-background baseline: the fraction of labelled val pixels that are background.
+    let eval = seg_host_ok(&[
+        "eval",
+        "--checkpoint",
+        run.join("last.safetensors").to_str().unwrap(),
+        "--data",
+        &data,
+        "--device",
+        "cpu",
+        "--out",
+        dir.path().join("eval").to_str().unwrap(),
+    ]);
+    assert!(eval.contains("pixel accuracy"), "{eval}");
+    let summary: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.path().join("eval/eval.json")).unwrap())
+            .unwrap();
+    let confusion: Vec<Vec<u64>> = serde_json::from_value(summary["confusion"].clone()).unwrap();
+    let total: u64 = confusion.iter().flatten().sum();
+    let background = confusion[0].iter().sum::<u64>() as f64 / total as f64;
+    // eval of the checkpoint reproduces the figures training recorded for it.
+    assert!((summary["pixel_accuracy"].as_f64().unwrap() - acc).abs() < 1e-6);
+
+    assert!(
+        acc > background + 0.1,
+        "val pixel accuracy {acc:.3} is not clearly above the all-background {background:.3}"
+    );
+    assert!(miou >= 0.5, "val mIoU {miou:.3} < 0.5");
+    // The loss went down.
+    let first_loss = records[0]["train_loss"].as_f64().unwrap();
+    assert!(last["train_loss"].as_f64().unwrap() < 0.7 * first_loss);
+
+    // The pictures and tables a user looks at.
+    for file in [
+        "metrics.csv",
+        "curves.png",
+        "predictions.png",
+        "confusion.png",
+        "best.safetensors",
+        "best.json",
+    ] {
+        assert!(run.join(file).is_file(), "{file} missing");
+    }
+    let csv = std::fs::read_to_string(run.join("metrics.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 9, "header + one row per epoch");
+    let grid = image::open(run.join("predictions.png")).unwrap();
+    assert!(grid.width() >= 3 * 192 && grid.height() >= 4 * 128);
+}
+
+#[test]
+fn a_killed_run_resumes_losing_at_most_one_epoch() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), 40, "128x192");
+    let run = dir.path().join("run");
+    let run_s = run.to_str().unwrap().to_owned();
+    let mut args = vec!["train", "--data", &data, "--out", &run_s, "--epochs", "4"];
+    args.extend_from_slice(QUICK);
+
+    let mut child = Command::new(common::binary("seg-host"))
+        .args(&args)
+        .spawn()
+        .unwrap();
+    // Kill it once the first epoch's checkpoint is on disk.
+    let started = Instant::now();
+    while !run.join("last.json").is_file() {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "training ended before it could be killed"
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "no checkpoint after 10 minutes"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let done = history(&run).len();
+    assert!(
+        (1..4).contains(&done),
+        "{done} epochs recorded before the kill"
+    );
+
+    // Without --resume the earlier run is never overwritten.
+    let refused = seg_host(&args);
+    assert!(!refused.status.success());
+    assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
+
+    args.push("--resume");
+    seg_host_ok(&args);
+    let records = history(&run);
+    let epochs: Vec<u64> = records
+        .iter()
+        .map(|r| r["epoch"].as_u64().unwrap())
+        .collect();
+    assert_eq!(epochs, vec![1, 2, 3, 4]);
+    // No temporary files are left in the run folder.
+    for entry in std::fs::read_dir(&run).unwrap() {
+        let name = entry.unwrap().file_name().into_string().unwrap();
+        assert!(!name.ends_with(".tmp"), "{name} left behind");
+    }
+}
+
+#[test]
+fn a_diverging_loss_stops_with_a_clear_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = synth(dir.path(), 20, "128x192");
+    let run = dir.path().join("run");
+    let out = seg_host(&[
+        "train",
+        "--data",
+        &data,
+        "--out",
+        run.to_str().unwrap(),
+        "--epochs",
+        "3",
+        "--batch",
+        "4",
+        "--crop",
+        "128x192",
+        "--lr",
+        "1e12",
+        "--device",
+        "cpu",
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("diverged") && err.contains("--lr"), "{err}");
+}
+
+#[test]
+fn bad_settings_and_data_are_refused_by_name() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = seg_host(&[
+        "train",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--crop",
+        "100x200",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("multiples of 32"));
+    let out = seg_host(&[
+        "train",
+        "--data",
+        dir.path().to_str().unwrap(),
+        "--out",
+        dir.path().join("r").to_str().unwrap(),
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("train.txt"), "{err}");
+}
