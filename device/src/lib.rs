@@ -4,12 +4,14 @@
 //! the board (`seg-cam`): the class list and palette, the preprocessing, the metrics,
 //! and the generated test scene.
 
+pub mod card;
 pub mod classes;
 pub mod error;
 pub mod metrics;
 pub mod preprocess;
 pub mod scene;
 
+pub use card::ModelCard;
 pub use classes::ClassList;
 pub use error::{Error, Result};
 pub use metrics::ConfusionMatrix;

@@ -26,7 +26,7 @@ enum Command {
     /// Write a synthetic VOC-layout dataset (for tests, the demo, and trying things out).
     Synth(SynthArgs),
     /// Train the FCN on a VOC-layout dataset (defaults: d2l's recipe).
-    Train(TrainArgs),
+    Train(Box<TrainArgs>),
     /// Evaluate a checkpoint on a dataset split: pixel accuracy, mIoU, per-class IoU.
     Eval(eval_cmd::EvalArgs),
 }

@@ -1,0 +1,174 @@
+//! The model card: everything the board must know about a model, embedded in the ONNX
+//! file's `metadata_props` so that it can never go out of sync with the weights.
+
+use serde::{Deserialize, Serialize};
+
+use crate::classes::ClassList;
+use crate::error::{Error, Result};
+use crate::preprocess::Normalization;
+
+/// The `metadata_props` key under which the card's JSON is stored.
+pub const METADATA_KEY: &str = "segcam.model_card";
+/// The card format this library reads and writes.
+pub const CARD_VERSION: u32 = 1;
+
+/// Element type of the model's weights and arithmetic.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    F32,
+    Int8,
+}
+
+/// What the output tensor holds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum OutputKind {
+    /// 1×C×H×W class scores.
+    Logits,
+    /// 1×H×W class indices (ArgMax in the graph).
+    ClassMap,
+}
+
+/// Pixel accuracy and mean IoU on a named split.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct Figures {
+    pub pixel_accuracy: f64,
+    pub mean_iou: f64,
+    pub images: usize,
+}
+
+/// How an int8 model was calibrated and what it lost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Quantization {
+    /// `minmax` or `percentile:<p>`.
+    pub calibration: String,
+    pub calibration_images: usize,
+    /// The f32 model's figures on the same validation images.
+    pub f32_validation: Option<Figures>,
+}
+
+/// The card. Serialised as JSON into the ONNX file.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ModelCard {
+    pub format_version: u32,
+    pub name: String,
+    pub architecture: String,
+    pub classes: ClassList,
+    /// Input tensor: `input_name`, f32 1×3×H×W, RGB, 0..1 scaled then normalised.
+    pub input_name: String,
+    pub input_height: u32,
+    pub input_width: u32,
+    pub normalization: Normalization,
+    pub output_name: String,
+    pub output_kind: OutputKind,
+    pub precision: Precision,
+    /// Figures recorded by training for the exported weights (validation split).
+    pub training_validation: Option<Figures>,
+    /// Figures measured at export through the board's engine.
+    pub export_validation: Option<Figures>,
+    pub quantization: Option<Quantization>,
+}
+
+impl ModelCard {
+    pub fn to_json(&self) -> String {
+        serde_json::to_string(self).expect("a model card serialises")
+    }
+
+    /// Parse a card, refusing other format versions with a message that says which.
+    pub fn from_json(text: &str) -> Result<Self> {
+        let value: serde_json::Value = serde_json::from_str(text)
+            .map_err(|e| Error::Invalid(format!("the model card is not JSON: {e}")))?;
+        match value.get("format_version").and_then(|v| v.as_u64()) {
+            Some(v) if v == CARD_VERSION as u64 => {}
+            Some(v) => {
+                return Err(Error::Invalid(format!(
+                    "model card format version {v}; this segcam reads version {CARD_VERSION} (update seg-cam or re-export the model)"
+                )))
+            }
+            None => return Err(Error::Invalid("the model card has no format_version".into())),
+        }
+        serde_json::from_value(value)
+            .map_err(|e| Error::Invalid(format!("invalid model card: {e}")))
+    }
+
+    /// Check the card against what the graph says: its input shape and the number of
+    /// classes it outputs (`None` when the graph does not fix it).
+    pub fn check_graph(&self, input_shape: &[usize], output_channels: Option<usize>) -> Result<()> {
+        let want = [1, 3, self.input_height as usize, self.input_width as usize];
+        if input_shape != want {
+            return Err(Error::Invalid(format!(
+                "the model card says input 1×3×{}×{}, the graph's input '{}' is {:?}",
+                self.input_height, self.input_width, self.input_name, input_shape
+            )));
+        }
+        if let Some(c) = output_channels {
+            if c != self.classes.len() {
+                return Err(Error::Invalid(format!(
+                    "the model card lists {} classes, the graph outputs {c} channels",
+                    self.classes.len()
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    pub fn sample() -> ModelCard {
+        ModelCard {
+            format_version: CARD_VERSION,
+            name: "demo".into(),
+            architecture: "fcn-resnet18".into(),
+            classes: ClassList::voc(),
+            input_name: "image".into(),
+            input_height: 320,
+            input_width: 480,
+            normalization: crate::IMAGENET,
+            output_name: "logits".into(),
+            output_kind: OutputKind::Logits,
+            precision: Precision::F32,
+            training_validation: Some(Figures {
+                pixel_accuracy: 0.85,
+                mean_iou: 0.5,
+                images: 1078,
+            }),
+            export_validation: None,
+            quantization: None,
+        }
+    }
+
+    #[test]
+    fn round_trips_through_json() {
+        let card = sample();
+        assert_eq!(ModelCard::from_json(&card.to_json()).unwrap(), card);
+    }
+
+    #[test]
+    fn unknown_versions_and_contradictions_are_named() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v["format_version"] = 99.into();
+        let msg = ModelCard::from_json(&v.to_string())
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("version 99"), "{msg}");
+        let card = sample();
+        assert!(card.check_graph(&[1, 3, 320, 480], Some(21)).is_ok());
+        let msg = card
+            .check_graph(&[1, 3, 320, 480], Some(5))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("21 classes") && msg.contains("5 channels"),
+            "{msg}"
+        );
+        let msg = card
+            .check_graph(&[1, 3, 224, 224], Some(21))
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("320×480"), "{msg}");
+    }
+}
