@@ -53,6 +53,11 @@ demo:
     {{seg_host}} eval --checkpoint runs/demo/train/best.safetensors --data runs/demo/data --out runs/demo/eval
     @echo "training plots: runs/demo/train/curves.png, runs/demo/train/predictions.png; evaluation: runs/demo/eval"
 
+# Training images/s of seg-host vs PyTorch Python, side by side: just bench-train 320x480 8 2
+bench-train crop="320x480" batch="8" rounds="2":
+    {{torch_env}} cargo build --release -q -p seg-host
+    {{torch_env}} bench/train-speed {{crop}} {{batch}} {{rounds}}
+
 # Every test of the workspace (builds what it needs first).
 test:
     {{torch_env}} cargo build --workspace --bins

@@ -176,22 +176,18 @@ fn a_diverging_loss_stops_with_a_clear_message() {
     let dir = tempfile::tempdir().unwrap();
     let data = synth(dir.path(), 20, "128x192");
     let run = dir.path().join("run");
+    // Settings may come from a TOML file; flags override it.
+    let config = dir.path().join("run.toml");
+    let settings = "lr = 1e12\nepochs = 3\nbatch = 4\ncrop = [128, 192]\ndevice = \"cpu\"\n";
+    std::fs::write(&config, settings).unwrap();
     let out = seg_host(&[
         "train",
+        "--config",
+        config.to_str().unwrap(),
         "--data",
         &data,
         "--out",
         run.to_str().unwrap(),
-        "--epochs",
-        "3",
-        "--batch",
-        "4",
-        "--crop",
-        "128x192",
-        "--lr",
-        "1e12",
-        "--device",
-        "cpu",
     ]);
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
