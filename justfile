@@ -48,8 +48,8 @@ fetch-voc:
 # The whole chain on this machine with no data and no camera: synth → train → eval.
 demo:
     {{torch_env}} cargo build --release -q -p seg-host
-    {{seg_host}} synth --out runs/demo/data --count 160 --size 160x224 --seed 1
-    {{seg_host}} train --data runs/demo/data --out runs/demo/train --overwrite --epochs 8 --batch 8 --crop 128x192 --lr 0.02 --momentum 0.9 --poly --flip --seed 1
+    {{seg_host}} synth --out runs/demo/data --count 200 --size 224x288 --seed 7
+    {{seg_host}} train --data runs/demo/data --out runs/demo/train --overwrite --epochs 10 --batch 8 --crop 192x256 --lr 0.01 --momentum 0.9 --poly --flip --seed 1 --device cpu
     {{seg_host}} eval --checkpoint runs/demo/train/best.safetensors --data runs/demo/data --out runs/demo/eval
     @echo "training plots: runs/demo/train/curves.png, runs/demo/train/predictions.png; evaluation: runs/demo/eval"
 
