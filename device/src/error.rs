@@ -19,6 +19,13 @@ pub enum Error {
     },
     #[error("{0}")]
     Invalid(String),
+    /// A network address that cannot be bound or served.
+    #[error("{addr}: {source}")]
+    Net {
+        addr: String,
+        #[source]
+        source: std::io::Error,
+    },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -7,7 +7,14 @@
 pub mod card;
 pub mod classes;
 pub mod error;
+#[cfg(feature = "framebuffer")]
+pub mod framebuffer;
+#[cfg(feature = "http")]
+pub mod http;
+pub mod hud;
+pub mod jpeg;
 pub mod metrics;
+pub mod overlay;
 pub mod preprocess;
 pub mod scene;
 

@@ -1,0 +1,665 @@
+//! Class maps drawn over frames: the class map (model resolution) is brought to the
+//! frame's size, either nearest-neighbour (`Point`) or by blending the class colours
+//! bilinearly (`Linear`, as jetson-inference's `--filter-mode=linear`), and composed as
+//! an overlay, a bare mask, or frame and mask side by side.
+//!
+//! Blending is `out = (alpha·colour + (255 − alpha)·pixel) / 255`, rounded to nearest.
+//! Each label value's premultiplied colour is tabulated once, so a frame costs a few
+//! multiply-adds per pixel and no allocation once the output buffer exists.
+
+use std::str::FromStr;
+
+use image::{GrayImage, RgbImage};
+use serde::{Deserialize, Serialize};
+
+use crate::classes::{ClassList, VOID, VOID_COLOUR};
+use crate::error::{Error, Result};
+
+/// jetson-inference's default blending weight of the class colour (0–255).
+pub const DEFAULT_ALPHA: u8 = 150;
+
+/// How the class map is brought to the frame's resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Filter {
+    /// Nearest class: hard, blocky borders; exact class colours.
+    Point,
+    /// Bilinear blend of the four nearest class colours: smooth borders.
+    #[default]
+    Linear,
+}
+
+/// What the composed picture shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Visualize {
+    /// Class colours blended over the frame.
+    #[default]
+    Overlay,
+    /// Class colours only (void in the void colour, the ignored class black).
+    Mask,
+    /// The frame on the left, the mask on the right (twice the frame's width).
+    SideBySide,
+}
+
+impl FromStr for Filter {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "point" => Ok(Self::Point),
+            "linear" => Ok(Self::Linear),
+            _ => Err(Error::Invalid(format!(
+                "filter mode '{s}': expected 'point' or 'linear'"
+            ))),
+        }
+    }
+}
+
+impl FromStr for Visualize {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "overlay" => Ok(Self::Overlay),
+            "mask" => Ok(Self::Mask),
+            "side-by-side" => Ok(Self::SideBySide),
+            _ => Err(Error::Invalid(format!(
+                "visualization '{s}': expected 'overlay', 'mask' or 'side-by-side'"
+            ))),
+        }
+    }
+}
+
+/// The settings of an [`Overlay`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OverlayOptions {
+    pub filter: Filter,
+    pub visualize: Visualize,
+    /// Weight of the class colour over the frame: 0 shows the frame, 255 the colour.
+    pub alpha: u8,
+    /// A class left unblended in overlays (and black in masks), e.g. background.
+    pub ignore_class: Option<u8>,
+}
+
+impl Default for OverlayOptions {
+    fn default() -> Self {
+        Self {
+            filter: Filter::default(),
+            visualize: Visualize::default(),
+            alpha: DEFAULT_ALPHA,
+            ignore_class: None,
+        }
+    }
+}
+
+/// Pixel counts per label value of one class map (at the model's resolution).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassCounts {
+    counts: Box<[u32; 256]>,
+    total: u32,
+}
+
+/// One class seen in a frame, as the legend and `/stats.json` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresentClass {
+    pub index: u8,
+    pub name: String,
+    pub colour: [u8; 3],
+    pub pixels: u32,
+    /// Share of the class map's pixels (void included in the total).
+    pub fraction: f32,
+}
+
+impl ClassCounts {
+    /// Count the label values of `class_map`.
+    pub fn of(class_map: &GrayImage) -> Self {
+        let mut counts = Box::new([0u32; 256]);
+        for &v in class_map.as_raw() {
+            counts[v as usize] += 1;
+        }
+        Self {
+            counts,
+            total: class_map.as_raw().len() as u32,
+        }
+    }
+
+    /// Pixels labelled `label` (any value, void included).
+    pub fn get(&self, label: u8) -> u32 {
+        self.counts[label as usize]
+    }
+
+    /// Pixels counted in all.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// The classes of `classes` that occur, in class order (void and labels beyond the
+    /// list are left out).
+    pub fn present(&self, classes: &ClassList) -> Vec<PresentClass> {
+        let total = self.total.max(1) as f32;
+        classes
+            .names
+            .iter()
+            .zip(&classes.colours)
+            .enumerate()
+            .take(VOID as usize)
+            .filter(|&(i, _)| self.counts[i] > 0)
+            .map(|(i, (name, colour))| PresentClass {
+                index: i as u8,
+                name: name.clone(),
+                colour: *colour,
+                pixels: self.counts[i],
+                fraction: self.counts[i] as f32 / total,
+            })
+            .collect()
+    }
+}
+
+/// What blending one label value does: `out = (premul + keep·pixel) / 255`, with
+/// `premul = alpha·colour` per channel and `keep = 255 − alpha`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+struct Tint {
+    premul: [u32; 3],
+    keep: u32,
+}
+
+impl Tint {
+    fn new(colour: [u8; 3], alpha: u8) -> Self {
+        let a = alpha as u32;
+        Self {
+            premul: colour.map(|c| a * c as u32),
+            keep: 255 - a,
+        }
+    }
+
+    #[inline(always)]
+    fn apply(&self, pixel: [u8; 3]) -> [u8; 3] {
+        let mut out = [0u8; 3];
+        for c in 0..3 {
+            // Interpolated tints may round a hair above 255·255: clamp.
+            out[c] = ((self.premul[c] + self.keep * pixel[c] as u32 + 127) / 255).min(255) as u8;
+        }
+        out
+    }
+}
+
+/// Bilinear weights in 1/128ths: 7 bits keep four-tap sums of 255·255 values in u32.
+const FRAC_BITS: u32 = 7;
+const ONE: u32 = 1 << FRAC_BITS;
+
+/// For each output coordinate: the two source coordinates and the weight of the second.
+#[derive(Debug, Clone, Copy)]
+struct Tap {
+    lo: u32,
+    hi: u32,
+    w: u32,
+}
+
+/// Source coordinates for each output coordinate (centres aligned, as image resizers do).
+fn taps(src: u32, dst: u32, filter: Filter) -> Vec<Tap> {
+    let scale = src as f64 / dst as f64;
+    (0..dst)
+        .map(|d| match filter {
+            Filter::Point => {
+                let s = (((d as f64 + 0.5) * scale) as u32).min(src - 1);
+                Tap { lo: s, hi: s, w: 0 }
+            }
+            Filter::Linear => {
+                let u = ((d as f64 + 0.5) * scale - 0.5).clamp(0.0, (src - 1) as f64);
+                let lo = u.floor() as u32;
+                let w = ((u - lo as f64) * ONE as f64).round() as u32;
+                let (lo, w) = if w == ONE { (lo + 1, 0) } else { (lo, w) };
+                let lo = lo.min(src - 1);
+                Tap {
+                    lo,
+                    hi: (lo + 1).min(src - 1),
+                    w,
+                }
+            }
+        })
+        .collect()
+}
+
+/// Draws class maps over frames; keeps its colour tables and column lookups between
+/// frames, so reuse one `Overlay` for a stream.
+#[derive(Debug, Clone)]
+pub struct Overlay {
+    options: OverlayOptions,
+    /// Tints over the frame (overlay) and over black (mask), per label value.
+    over_frame: Box<[Tint; 256]>,
+    over_black: Box<[Tint; 256]>,
+    /// Column taps for (class-map width, frame width, filter).
+    columns: Option<((u32, u32, Filter), Vec<Tap>)>,
+}
+
+impl Overlay {
+    pub fn new(classes: &ClassList, options: OverlayOptions) -> Self {
+        let mut over_frame = Box::new([Tint::new([0; 3], 0); 256]);
+        let mut over_black = Box::new([Tint::new([0; 3], 0); 256]);
+        for label in 0..=255u8 {
+            let known = (label as usize) < classes.len() && label != VOID;
+            let ignored = options.ignore_class == Some(label);
+            // Overlays leave void, unknown and ignored pixels as they are.
+            if known && !ignored {
+                over_frame[label as usize] = Tint::new(classes.colour_of(label), options.alpha);
+            }
+            over_black[label as usize] = if ignored {
+                Tint::new([0; 3], 255)
+            } else if known {
+                Tint::new(classes.colour_of(label), 255)
+            } else {
+                Tint::new(VOID_COLOUR, 255)
+            };
+        }
+        Self {
+            options,
+            over_frame,
+            over_black,
+            columns: None,
+        }
+    }
+
+    pub fn options(&self) -> &OverlayOptions {
+        &self.options
+    }
+
+    /// The size of the picture [`Overlay::render`] makes from a `width × height` frame.
+    pub fn output_size(&self, width: u32, height: u32) -> (u32, u32) {
+        match self.options.visualize {
+            Visualize::SideBySide => (width * 2, height),
+            Visualize::Overlay | Visualize::Mask => (width, height),
+        }
+    }
+
+    /// Compose `frame` with `class_map`; returns the picture and the class counts.
+    pub fn render(
+        &mut self,
+        frame: &RgbImage,
+        class_map: &GrayImage,
+    ) -> Result<(RgbImage, ClassCounts)> {
+        let mut out = RgbImage::new(0, 0);
+        let counts = self.render_into(frame, class_map, &mut out)?;
+        Ok((out, counts))
+    }
+
+    /// Like [`Overlay::render`], into `out` (resized only when the size changes).
+    pub fn render_into(
+        &mut self,
+        frame: &RgbImage,
+        class_map: &GrayImage,
+        out: &mut RgbImage,
+    ) -> Result<ClassCounts> {
+        let (fw, fh) = frame.dimensions();
+        let (mw, mh) = class_map.dimensions();
+        if fw == 0 || fh == 0 || mw == 0 || mh == 0 {
+            return Err(Error::Invalid(format!(
+                "overlay: frame {fw}×{fh} and class map {mw}×{mh} must both be non-empty"
+            )));
+        }
+        let (ow, oh) = self.output_size(fw, fh);
+        if out.dimensions() != (ow, oh) {
+            *out = RgbImage::new(ow, oh);
+        }
+        let filter = self.options.filter;
+        let key = (mw, fw, filter);
+        if self.columns.as_ref().map(|(k, _)| *k) != Some(key) {
+            self.columns = Some((key, taps(mw, fw, filter)));
+        }
+        let columns = &self.columns.as_ref().expect("set above").1;
+        let rows = taps(mh, fh, filter);
+
+        let frame_stride = fw as usize * 3;
+        let out_stride = ow as usize * 3;
+        let map = class_map.as_raw();
+        let out_raw: &mut [u8] = out;
+        for (y, row_tap) in rows.iter().enumerate() {
+            let frame_row = &frame.as_raw()[y * frame_stride..][..frame_stride];
+            let out_row = &mut out_raw[y * out_stride..][..out_stride];
+            let map_lo = &map[row_tap.lo as usize * mw as usize..][..mw as usize];
+            let map_hi = &map[row_tap.hi as usize * mw as usize..][..mw as usize];
+            let src = MapRows {
+                lo: map_lo,
+                hi: map_hi,
+                w: row_tap.w,
+            };
+            match self.options.visualize {
+                Visualize::Overlay => {
+                    compose_row::<true>(&self.over_frame, &src, columns, frame_row, out_row)
+                }
+                Visualize::Mask => {
+                    compose_row::<false>(&self.over_black, &src, columns, frame_row, out_row)
+                }
+                Visualize::SideBySide => {
+                    let (left, right) = out_row.split_at_mut(frame_stride);
+                    left.copy_from_slice(frame_row);
+                    compose_row::<false>(&self.over_black, &src, columns, frame_row, right);
+                }
+            }
+        }
+        Ok(ClassCounts::of(class_map))
+    }
+
+    /// The classes for a legend: those present, less the ignored class.
+    pub fn legend(&self, classes: &ClassList, counts: &ClassCounts) -> Vec<PresentClass> {
+        let mut present = counts.present(classes);
+        present.retain(|p| Some(p.index) != self.options.ignore_class);
+        present
+    }
+}
+
+/// The two class-map rows an output row reads, and the weight of the lower one.
+struct MapRows<'a> {
+    lo: &'a [u8],
+    hi: &'a [u8],
+    w: u32,
+}
+
+/// One output row. `OVER_FRAME`: blend over the frame's pixels, else over black.
+#[inline(always)]
+fn compose_row<const OVER_FRAME: bool>(
+    tints: &[Tint; 256],
+    src: &MapRows,
+    columns: &[Tap],
+    frame_row: &[u8],
+    out_row: &mut [u8],
+) {
+    let pixels = out_row.chunks_exact_mut(3).zip(frame_row.chunks_exact(3));
+    for ((out, px), tap) in pixels.zip(columns) {
+        let pixel = if OVER_FRAME {
+            [px[0], px[1], px[2]]
+        } else {
+            [0; 3]
+        };
+        let (a, b) = (src.lo[tap.lo as usize], src.lo[tap.hi as usize]);
+        let (c, d) = (src.hi[tap.lo as usize], src.hi[tap.hi as usize]);
+        let tint = if a == b && a == c && a == d {
+            // Inside a region (almost every pixel): one class, no interpolation.
+            tints[a as usize]
+        } else {
+            bilinear(
+                [
+                    &tints[a as usize],
+                    &tints[b as usize],
+                    &tints[c as usize],
+                    &tints[d as usize],
+                ],
+                tap.w,
+                src.w,
+            )
+        };
+        out.copy_from_slice(&tint.apply(pixel));
+    }
+}
+
+/// Tints `[top-left, top-right, bottom-left, bottom-right]` blended with weights `wx`,
+/// `wy` of the right and bottom taps (in 1/128ths).
+#[inline]
+fn bilinear(t: [&Tint; 4], wx: u32, wy: u32) -> Tint {
+    let lerp = |p: u32, q: u32| p * (ONE - wx) + q * wx;
+    let mix = |f: &dyn Fn(&Tint) -> u32| {
+        let top = lerp(f(t[0]), f(t[1]));
+        let bottom = lerp(f(t[2]), f(t[3]));
+        (top * (ONE - wy) + bottom * wy + (1 << (2 * FRAC_BITS - 1))) >> (2 * FRAC_BITS)
+    };
+    Tint {
+        premul: [
+            mix(&|t| t.premul[0]),
+            mix(&|t| t.premul[1]),
+            mix(&|t| t.premul[2]),
+        ],
+        keep: mix(&|t| t.keep),
+    }
+}
+
+/// The class map at `width × height`, nearest class (for writing class-id maps at the
+/// frame's resolution).
+pub fn resize_labels(class_map: &GrayImage, width: u32, height: u32) -> GrayImage {
+    let (mw, mh) = class_map.dimensions();
+    if mw == 0 || mh == 0 {
+        return GrayImage::from_pixel(width, height, image::Luma([VOID]));
+    }
+    let columns = taps(mw, width, Filter::Point);
+    let rows = taps(mh, height, Filter::Point);
+    let mut out = GrayImage::new(width, height);
+    for (y, row) in rows.iter().enumerate() {
+        let src = &class_map.as_raw()[row.lo as usize * mw as usize..][..mw as usize];
+        let dst = &mut out.as_mut()[y * width as usize..][..width as usize];
+        for (d, tap) in dst.iter_mut().zip(&columns) {
+            *d = src[tap.lo as usize];
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Luma, Rgb};
+
+    fn two_classes() -> ClassList {
+        ClassList::new(vec![
+            ("background".into(), [0, 0, 0]),
+            ("thing".into(), [200, 100, 50]),
+            ("other".into(), [10, 250, 0]),
+        ])
+        .unwrap()
+    }
+
+    /// A 2×2 class map: background, thing / other, void.
+    fn map_2x2() -> GrayImage {
+        GrayImage::from_raw(2, 2, vec![0, 1, 2, VOID]).unwrap()
+    }
+
+    fn grey_frame(w: u32, h: u32) -> RgbImage {
+        RgbImage::from_pixel(w, h, Rgb([100, 100, 100]))
+    }
+
+    fn options(filter: Filter, visualize: Visualize, alpha: u8) -> OverlayOptions {
+        OverlayOptions {
+            filter,
+            visualize,
+            alpha,
+            ignore_class: None,
+        }
+    }
+
+    fn expected(colour: [u8; 3], pixel: [u8; 3], alpha: u32) -> [u8; 3] {
+        let mut out = [0; 3];
+        for c in 0..3 {
+            out[c] =
+                ((alpha * colour[c] as u32 + (255 - alpha) * pixel[c] as u32 + 127) / 255) as u8;
+        }
+        out
+    }
+
+    #[test]
+    fn point_overlay_blends_exact_colours_at_alpha_0_150_255() {
+        let classes = two_classes();
+        for alpha in [0u8, 150, 255] {
+            let mut overlay =
+                Overlay::new(&classes, options(Filter::Point, Visualize::Overlay, alpha));
+            let (out, _) = overlay.render(&grey_frame(4, 4), &map_2x2()).unwrap();
+            assert_eq!(out.dimensions(), (4, 4));
+            let a = alpha as u32;
+            // Each class cell covers a 2×2 block of the frame.
+            for (x, y) in [(0, 0), (1, 1)] {
+                assert_eq!(out.get_pixel(x, y).0, expected([0, 0, 0], [100; 3], a));
+            }
+            for (x, y) in [(2, 0), (3, 1)] {
+                assert_eq!(out.get_pixel(x, y).0, expected([200, 100, 50], [100; 3], a));
+            }
+            assert_eq!(out.get_pixel(0, 2).0, expected([10, 250, 0], [100; 3], a));
+            // Void stays the frame's pixel.
+            assert_eq!(out.get_pixel(3, 3).0, [100, 100, 100]);
+        }
+        // Once by hand: red (150·200 + 105·100)/255 = 158.8, blue (150·50 + 105·100)/255 = 70.6.
+        let mut overlay = Overlay::new(&classes, options(Filter::Point, Visualize::Overlay, 150));
+        let (out, _) = overlay.render(&grey_frame(4, 4), &map_2x2()).unwrap();
+        assert_eq!(out.get_pixel(2, 0).0, [159, 100, 71]);
+    }
+
+    #[test]
+    fn alpha_255_is_the_colour_and_0_is_the_frame() {
+        let classes = two_classes();
+        let frame = RgbImage::from_fn(4, 4, |x, y| Rgb([x as u8 * 40, y as u8 * 30, 7]));
+        let mut opaque = Overlay::new(&classes, options(Filter::Point, Visualize::Overlay, 255));
+        let (out, _) = opaque.render(&frame, &map_2x2()).unwrap();
+        assert_eq!(out.get_pixel(2, 1).0, [200, 100, 50]);
+        let mut clear = Overlay::new(&classes, options(Filter::Point, Visualize::Overlay, 0));
+        let (out, _) = clear.render(&frame, &map_2x2()).unwrap();
+        assert_eq!(out, frame);
+    }
+
+    #[test]
+    fn ignored_class_stays_unblended_and_black_in_masks() {
+        let classes = two_classes();
+        let mut opts = options(Filter::Point, Visualize::Overlay, 255);
+        opts.ignore_class = Some(1);
+        let (out, counts) = Overlay::new(&classes, opts)
+            .render(&grey_frame(4, 4), &map_2x2())
+            .unwrap();
+        assert_eq!(
+            out.get_pixel(2, 0).0,
+            [100, 100, 100],
+            "ignored class: frame"
+        );
+        assert_eq!(out.get_pixel(0, 2).0, [10, 250, 0], "others still coloured");
+        opts.visualize = Visualize::Mask;
+        let mut overlay = Overlay::new(&classes, opts);
+        let (mask, _) = overlay.render(&grey_frame(4, 4), &map_2x2()).unwrap();
+        assert_eq!(mask.get_pixel(2, 0).0, [0, 0, 0]);
+        let legend: Vec<u8> = overlay
+            .legend(&classes, &counts)
+            .iter()
+            .map(|p| p.index)
+            .collect();
+        assert_eq!(legend, vec![0, 2], "the ignored class leaves the legend");
+    }
+
+    #[test]
+    fn mask_paints_classes_and_void_ignoring_the_frame() {
+        let classes = two_classes();
+        let mut overlay = Overlay::new(&classes, options(Filter::Point, Visualize::Mask, 150));
+        let (out, _) = overlay.render(&grey_frame(4, 4), &map_2x2()).unwrap();
+        assert_eq!(out.get_pixel(0, 0).0, [0, 0, 0]);
+        assert_eq!(out.get_pixel(3, 0).0, [200, 100, 50]);
+        assert_eq!(out.get_pixel(1, 3).0, [10, 250, 0]);
+        assert_eq!(out.get_pixel(3, 3).0, VOID_COLOUR);
+        // Point filtering at the map's own size is exactly colourize.
+        let labels = map_2x2();
+        let (same, _) = overlay.render(&grey_frame(2, 2), &labels).unwrap();
+        assert_eq!(same, classes.colourize(&labels));
+    }
+
+    #[test]
+    fn side_by_side_is_frame_then_mask() {
+        let classes = two_classes();
+        let frame = RgbImage::from_fn(6, 4, |x, y| Rgb([x as u8, y as u8, 99]));
+        let mut overlay =
+            Overlay::new(&classes, options(Filter::Point, Visualize::SideBySide, 150));
+        assert_eq!(overlay.output_size(6, 4), (12, 4));
+        let (out, _) = overlay.render(&frame, &map_2x2()).unwrap();
+        assert_eq!(out.dimensions(), (12, 4));
+        for y in 0..4 {
+            for x in 0..6 {
+                assert_eq!(out.get_pixel(x, y), frame.get_pixel(x, y));
+            }
+        }
+        assert_eq!(out.get_pixel(6, 0).0, [0, 0, 0]);
+        assert_eq!(out.get_pixel(11, 0).0, [200, 100, 50]);
+        assert_eq!(out.get_pixel(6, 3).0, [10, 250, 0]);
+        assert_eq!(out.get_pixel(11, 3).0, VOID_COLOUR);
+    }
+
+    #[test]
+    fn linear_filter_blends_across_borders_and_keeps_interiors_exact() {
+        let classes = two_classes();
+        // Left half background, right half "thing", upsampled 8×.
+        let map = GrayImage::from_fn(4, 2, |x, _| Luma([if x < 2 { 0 } else { 1 }]));
+        let mut overlay = Overlay::new(&classes, options(Filter::Linear, Visualize::Mask, 150));
+        let (out, _) = overlay.render(&grey_frame(32, 16), &map).unwrap();
+        assert_eq!(out.get_pixel(0, 8).0, [0, 0, 0]);
+        assert_eq!(out.get_pixel(31, 8).0, [200, 100, 50]);
+        // Red rises monotonically across the border and takes intermediate values there.
+        let reds: Vec<u8> = (0..32).map(|x| out.get_pixel(x, 8).0[0]).collect();
+        assert!(reds.windows(2).all(|w| w[0] <= w[1]), "{reds:?}");
+        assert!(reds.iter().any(|&r| r > 20 && r < 180), "{reds:?}");
+        // Point filtering at the same size has only the two colours.
+        let mut point = Overlay::new(&classes, options(Filter::Point, Visualize::Mask, 150));
+        let (hard, _) = point.render(&grey_frame(32, 16), &map).unwrap();
+        assert!(hard
+            .pixels()
+            .all(|p| p.0 == [0, 0, 0] || p.0 == [200, 100, 50]));
+    }
+
+    #[test]
+    fn present_classes_count_pixels_of_the_class_map() {
+        let classes = two_classes();
+        let map = GrayImage::from_raw(4, 1, vec![1, 1, VOID, 1]).unwrap();
+        let mut overlay = Overlay::new(&classes, OverlayOptions::default());
+        let (_, counts) = overlay.render(&grey_frame(8, 8), &map).unwrap();
+        assert_eq!(counts.get(1), 3);
+        assert_eq!(counts.get(VOID), 1);
+        assert_eq!(counts.total(), 4);
+        let present = counts.present(&classes);
+        assert_eq!(present.len(), 1, "void and absent classes are left out");
+        assert_eq!(present[0].name, "thing");
+        assert_eq!(present[0].colour, [200, 100, 50]);
+        assert_eq!(present[0].pixels, 3);
+        assert!((present[0].fraction - 0.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn empty_inputs_are_refused_and_sizes_can_change() {
+        let classes = two_classes();
+        let mut overlay = Overlay::new(&classes, OverlayOptions::default());
+        let err = overlay
+            .render(&grey_frame(0, 0), &map_2x2())
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("0×0"), "{err}");
+        assert!(overlay
+            .render(&grey_frame(4, 4), &GrayImage::new(0, 3))
+            .is_err());
+        let mut out = RgbImage::new(0, 0);
+        overlay
+            .render_into(&grey_frame(5, 3), &map_2x2(), &mut out)
+            .unwrap();
+        assert_eq!(out.dimensions(), (5, 3));
+        overlay
+            .render_into(&grey_frame(7, 9), &map_2x2(), &mut out)
+            .unwrap();
+        assert_eq!(out.dimensions(), (7, 9));
+    }
+
+    #[test]
+    fn labels_beyond_the_list_are_treated_as_void() {
+        let classes = two_classes();
+        let map = GrayImage::from_raw(2, 1, vec![1, 7]).unwrap();
+        let mut overlay = Overlay::new(&classes, options(Filter::Point, Visualize::Overlay, 255));
+        let (out, counts) = overlay.render(&grey_frame(2, 1), &map).unwrap();
+        assert_eq!(out.get_pixel(1, 0).0, [100, 100, 100]);
+        assert_eq!(counts.present(&classes).len(), 1);
+    }
+
+    #[test]
+    fn resize_labels_picks_the_nearest_class() {
+        let out = resize_labels(&map_2x2(), 4, 4);
+        assert_eq!(out.as_raw()[..4], [0, 0, 1, 1]);
+        assert_eq!(out.as_raw()[12..], [2, 2, VOID, VOID]);
+    }
+
+    #[test]
+    fn modes_parse_from_their_cli_names() {
+        assert_eq!("point".parse::<Filter>().unwrap(), Filter::Point);
+        assert_eq!(
+            "side-by-side".parse::<Visualize>().unwrap(),
+            Visualize::SideBySide
+        );
+        assert!("blur"
+            .parse::<Filter>()
+            .unwrap_err()
+            .to_string()
+            .contains("blur"));
+    }
+}
