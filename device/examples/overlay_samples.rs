@@ -29,6 +29,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             counts.present(&classes).len()
         })
         .unwrap_or(0);
+    println!("scene seed {seed}");
     let frame = scene::render_frame(seed, 3.0, 640, 480);
     // A 320×240 class map, as a model at half resolution would give.
     let class_map = resize(&frame.labels, 320, 240, FilterType::Nearest);

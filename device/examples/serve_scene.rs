@@ -11,6 +11,9 @@ use segcam::hud::{self, HudInfo};
 use segcam::overlay::{Overlay, OverlayOptions};
 use segcam::scene;
 
+/// A scene family with a bird, a bottle and a car in view.
+const SEED: u64 = 21;
+
 fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut args = std::env::args().skip(1);
     let addr = args.next().unwrap_or(DEFAULT_ADDR.into());
@@ -35,7 +38,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     while start.elapsed() < Duration::from_secs(seconds) {
         let tick = Instant::now();
         let t = start.elapsed().as_secs_f64();
-        let frame = scene::render_frame(7, t, 640, 480);
+        let frame = scene::render_frame(SEED, t, 640, 480);
         let class_map = resize(&frame.labels, 320, 240, FilterType::Nearest);
         let (mut picture, counts) = overlay.render(&frame.image, &class_map)?;
         let legend = overlay.legend(&classes, &counts);
@@ -63,7 +66,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             model: model.into(),
             width: 640,
             height: 480,
-            classes_present: counts.present(&classes),
+            classes_present: legend,
             no_signal: false,
         };
         published.publish(encode_jpeg(&picture, DEFAULT_QUALITY)?, stats);

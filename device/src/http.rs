@@ -476,47 +476,54 @@ fn stream_mjpeg(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
 
 /// The Prometheus text exposition of `stats`.
 fn metrics_text(stats: &Stats, clients: usize) -> String {
-    let metrics: [(&str, &str, &str, f64); 6] = [
+    // f32 prints its shortest exact form ("29.97", not "29.969999313354492").
+    let real = |v: f32| {
+        if v.is_finite() {
+            v.to_string()
+        } else {
+            "NaN".into()
+        }
+    };
+    let metrics = [
         (
             "segcam_frames_total",
             "counter",
             "Frames processed since start.",
-            stats.frames as f64,
+            stats.frames.to_string(),
         ),
         (
             "segcam_fps",
             "gauge",
             "Frames processed per second.",
-            stats.fps as f64,
+            real(stats.fps),
         ),
         (
             "segcam_inference_ms",
             "gauge",
             "Inference time of the latest frame in milliseconds.",
-            stats.inference_ms as f64,
+            real(stats.inference_ms),
         ),
         (
             "segcam_dropped_frames_total",
             "counter",
             "Frames dropped because the pipeline was busy.",
-            stats.dropped_frames as f64,
+            stats.dropped_frames.to_string(),
         ),
         (
             "segcam_clients",
             "gauge",
             "Connected MJPEG stream clients.",
-            clients as f64,
+            clients.to_string(),
         ),
         (
             "segcam_no_signal",
             "gauge",
             "1 when the source delivers no frames.",
-            if stats.no_signal { 1.0 } else { 0.0 },
+            u8::from(stats.no_signal).to_string(),
         ),
     ];
     let mut out = String::new();
     for (name, kind, help, value) in metrics {
-        let value = if value.is_finite() { value } else { 0.0 };
         out.push_str(&format!(
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
@@ -833,6 +840,7 @@ mod tests {
         }
         assert_eq!(values["segcam_frames_total"], 42.0);
         assert_eq!(values["segcam_fps"], 25.0);
+        assert!(text.contains("\nsegcam_fps 25\n"), "{text}");
         assert_eq!(values["segcam_inference_ms"], 12.5);
         assert_eq!(values["segcam_dropped_frames_total"], 2.0);
         assert_eq!(values["segcam_clients"], 0.0);
