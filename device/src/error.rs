@@ -17,6 +17,9 @@ pub enum Error {
         line: usize,
         message: String,
     },
+    /// A model file that cannot be used: not ONNX, no card, a card the graph contradicts.
+    #[error("{path}: {message}")]
+    Model { path: PathBuf, message: String },
     #[error("{0}")]
     Invalid(String),
     /// A network address that cannot be bound or served.

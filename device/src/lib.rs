@@ -6,6 +6,7 @@
 
 pub mod card;
 pub mod classes;
+pub mod engine;
 pub mod error;
 #[cfg(feature = "framebuffer")]
 pub mod framebuffer;
@@ -14,12 +15,14 @@ pub mod http;
 pub mod hud;
 pub mod jpeg;
 pub mod metrics;
+pub mod onnx_card;
 pub mod overlay;
 pub mod preprocess;
 pub mod scene;
 
 pub use card::ModelCard;
 pub use classes::ClassList;
+pub use engine::Engine;
 pub use error::{Error, Result};
 pub use metrics::ConfusionMatrix;
 pub use preprocess::{Normalization, IMAGENET};

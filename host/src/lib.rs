@@ -3,8 +3,10 @@
 
 pub mod checkpoint;
 pub mod dataset;
+pub mod engine_eval;
 pub mod eval_cmd;
 pub mod evaluate;
+pub mod export;
 pub mod info;
 pub mod loader;
 pub mod model;

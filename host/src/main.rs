@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
+use seg_host::export::{self, ExportOptions, Upsampler};
 use seg_host::synth::{self, SynthOptions};
 use seg_host::train::{self, TrainConfig};
 use seg_host::{eval_cmd, info, size};
@@ -27,8 +28,42 @@ enum Command {
     Synth(SynthArgs),
     /// Train the FCN on a VOC-layout dataset (defaults: d2l's recipe).
     Train(Box<TrainArgs>),
-    /// Evaluate a checkpoint on a dataset split: pixel accuracy, mIoU, per-class IoU.
+    /// Evaluate a checkpoint or an exported model on a dataset split: pixel accuracy, mIoU, per-class IoU.
     Eval(eval_cmd::EvalArgs),
+    /// Export a checkpoint as ONNX with its model card, verified through the board's engine.
+    Export(ExportArgs),
+}
+
+#[derive(Args)]
+struct ExportArgs {
+    /// A checkpoint written by `seg-host train` (`.safetensors` with its `.json`).
+    #[arg(long)]
+    checkpoint: PathBuf,
+    /// The ONNX file to write.
+    #[arg(long)]
+    out: PathBuf,
+    /// Input height, a multiple of 32.
+    #[arg(long, default_value_t = 320)]
+    height: u32,
+    /// Input width, a multiple of 32.
+    #[arg(long, default_value_t = 480)]
+    width: u32,
+    /// How the 32× upsampling is written (the same numbers either way).
+    #[arg(long, value_enum, default_value = "depth-to-space")]
+    upsampler: Upsampler,
+    /// A VOC-layout dataset: sample images for the check, and validation figures for the card.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value = "val")]
+    split: String,
+    #[arg(long)]
+    skip_bad: bool,
+    /// Sample images compared between the engine and tch.
+    #[arg(long, default_value_t = 3)]
+    samples: usize,
+    /// Engine threads [default: the CPU count].
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -226,5 +261,37 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(a) => eval_cmd::run(&a),
+        Command::Export(a) => {
+            let mut opts = ExportOptions::new(a.checkpoint, a.out);
+            opts.height = a.height;
+            opts.width = a.width;
+            opts.upsampler = a.upsampler;
+            opts.data = a.data;
+            opts.split = a.split;
+            opts.skip_bad = a.skip_bad;
+            opts.samples = a.samples;
+            if let Some(n) = a.threads {
+                opts.threads = n;
+            }
+            let r = export::export(&opts)?;
+            println!(
+                "wrote {} ({:.1} MB): {} classes, input {}×{}; engine vs tch on {} images: max abs diff {:.1e}, {:.3}% of pixels the same class",
+                r.out.display(),
+                r.bytes as f64 / 1e6,
+                r.card.classes.len(),
+                r.card.input_height,
+                r.card.input_width,
+                r.samples,
+                r.agreement.max_abs_diff,
+                100.0 * r.agreement.class_agreement
+            );
+            if let Some(f) = r.card.export_validation {
+                println!(
+                    "through the engine on {} '{}' images: pixel accuracy {:.4}, mIoU {:.4}",
+                    f.images, opts.split, f.pixel_accuracy, f.mean_iou
+                );
+            }
+            Ok(())
+        }
     }
 }

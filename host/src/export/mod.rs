@@ -1,0 +1,312 @@
+//! `seg-host export`: a checkpoint → one ONNX file with the model card inside,
+//! checked by running it through the board's engine before it is given its name.
+//!
+//! The file is written under a temporary name, loaded by the engine (which checks
+//! the card against the graph), compared with tch's forward pass on sample images and
+//! only then renamed; any failure removes it, so no partial or unverified file is left.
+
+pub mod fold;
+pub mod graph;
+pub mod verify;
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use segcam::card::{Figures, ModelCard, OutputKind, Precision, CARD_VERSION};
+use segcam::onnx_card;
+use tch::nn::VarStore;
+
+use crate::checkpoint::{self, CheckpointInfo, Expect, ARCHITECTURE};
+use crate::dataset::{BadFiles, VocDataset};
+use crate::engine_eval;
+use crate::model::{Fcn, STRIDE};
+
+pub use graph::{Head, Upsampler};
+pub use verify::Agreement;
+
+/// Largest absolute logit difference between the engine and tch that export accepts.
+pub const TOLERANCE: f32 = 1e-3;
+
+/// What to export and how to check it.
+#[derive(Debug, Clone)]
+pub struct ExportOptions {
+    /// A checkpoint written by `seg-host train` (`.safetensors` beside its `.json`).
+    pub checkpoint: PathBuf,
+    pub out: PathBuf,
+    pub height: u32,
+    pub width: u32,
+    pub upsampler: Upsampler,
+    /// A VOC-layout dataset: sample images for the check, and the split whose figures
+    /// go into the card's `export_validation`.
+    pub data: Option<PathBuf>,
+    pub split: String,
+    pub skip_bad: bool,
+    /// Sample images compared with tch.
+    pub samples: usize,
+    /// Threads for the engine.
+    pub threads: usize,
+    /// Largest accepted logit difference between the engine and tch.
+    pub tolerance: f32,
+}
+
+impl ExportOptions {
+    pub fn new(checkpoint: PathBuf, out: PathBuf) -> Self {
+        Self {
+            checkpoint,
+            out,
+            height: 320,
+            width: 480,
+            upsampler: Upsampler::DepthToSpace,
+            data: None,
+            split: "val".into(),
+            skip_bad: false,
+            samples: 3,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            tolerance: TOLERANCE,
+        }
+    }
+}
+
+/// What was written and how well it agreed.
+#[derive(Debug, Clone)]
+pub struct ExportReport {
+    pub out: PathBuf,
+    pub card: ModelCard,
+    pub bytes: usize,
+    pub samples: usize,
+    pub agreement: Agreement,
+}
+
+/// Export, verify and write `opts.out`; nothing is left at `opts.out` (or beside it)
+/// when this fails.
+pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
+    check_size(opts.height, opts.width)?;
+    let info = checkpoint::read_info(&opts.checkpoint)?;
+    let mut vs = VarStore::new(tch::Device::Cpu);
+    let net = Fcn::new(&vs.root(), info.classes.len() as i64);
+    let tensors = checkpoint::read_tensors(&opts.checkpoint)?;
+    checkpoint::copy_into(&mut vs, &tensors, Expect::All, &opts.checkpoint)?;
+    let spec = graph::GraphSpec {
+        height: opts.height,
+        width: opts.width,
+        classes: info.classes.len(),
+        upsampler: opts.upsampler,
+        head: Head::Logits,
+    };
+    let mut model = graph::build(&vs.variables(), &spec)
+        .with_context(|| format!("{}: cannot build the graph", opts.checkpoint.display()))?;
+
+    let name = opts
+        .checkpoint
+        .file_stem()
+        .map_or_else(|| ARCHITECTURE.into(), |s| s.to_string_lossy().into_owned());
+    let mut card = card(&info, name, &spec);
+    onnx_card::set_card(&mut model, &card);
+
+    let bad = if opts.skip_bad {
+        BadFiles::Skip
+    } else {
+        BadFiles::Fail
+    };
+    let dataset = match &opts.data {
+        Some(root) => {
+            let mut ds = VocDataset::open(root, &opts.split, Some(info.classes.clone()), bad)?;
+            ds.keep_at_least(opts.height, opts.width, bad)?;
+            if ds.samples.is_empty() {
+                bail!(
+                    "{}: no '{}' image is at least {}×{} (height×width); export at a smaller size",
+                    root.display(),
+                    opts.split,
+                    opts.height,
+                    opts.width
+                );
+            }
+            Some(ds)
+        }
+        None => None,
+    };
+
+    let pending = Pending::beside(&opts.out)?;
+    pending.write(&onnx_card::encode(&model))?;
+    let engine = verify::load(pending.path(), opts.threads)?;
+    let images = verify::sample_images(dataset.as_ref(), opts.samples, opts.width, opts.height)?;
+    let inputs = verify::normalised(&images, &info.normalization);
+    let reference = verify::tch_logits(&net, &inputs, opts.width, opts.height);
+    let agreement = verify::compare(&engine, &inputs, &reference)?;
+    if !verify::within(&agreement, opts.tolerance) {
+        bail!(
+            "{}: not written: the board's engine differs from tch by {:e} (max abs; logits up to {:.3}; tolerance {:e}) on {} sample images",
+            opts.out.display(),
+            agreement.max_abs_diff,
+            agreement.max_abs_logit,
+            opts.tolerance,
+            inputs.len()
+        );
+    }
+    tracing::info!(
+        "engine vs tch: max abs diff {:.2e} (logits up to {:.2}), {:.4}% of pixels the same class",
+        agreement.max_abs_diff,
+        agreement.max_abs_logit,
+        100.0 * agreement.class_agreement
+    );
+
+    if let Some(ds) = &dataset {
+        let eval = engine_eval::evaluate(&engine, ds, bad, 0)?;
+        card.export_validation = Some(Figures {
+            pixel_accuracy: eval.matrix.pixel_accuracy(),
+            mean_iou: eval.matrix.mean_iou(),
+            images: ds.samples.len(),
+        });
+        onnx_card::set_card(&mut model, &card);
+    }
+    drop(engine);
+    let bytes = onnx_card::encode(&model);
+    pending.write(&bytes)?;
+    // The card is the one thing that changed since the check: read it back.
+    let written = onnx_card::read_card(pending.path())?;
+    anyhow::ensure!(
+        written == card,
+        "{}: the card did not read back",
+        pending.path().display()
+    );
+    pending.persist(&opts.out)?;
+    Ok(ExportReport {
+        out: opts.out.clone(),
+        card,
+        bytes: bytes.len(),
+        samples: inputs.len(),
+        agreement,
+    })
+}
+
+/// The card of a model built from a checkpoint described by `info` as `spec`; no
+/// export figures yet.
+pub fn card(info: &CheckpointInfo, name: String, spec: &graph::GraphSpec) -> ModelCard {
+    let (output_name, output_kind) = match spec.head {
+        Head::Logits => (graph::LOGITS_NAME, OutputKind::Logits),
+        Head::ClassMap => (graph::CLASS_MAP_NAME, OutputKind::ClassMap),
+    };
+    ModelCard {
+        format_version: CARD_VERSION,
+        name,
+        architecture: ARCHITECTURE.into(),
+        classes: info.classes.clone(),
+        input_name: graph::INPUT_NAME.into(),
+        input_height: spec.height,
+        input_width: spec.width,
+        normalization: info.normalization,
+        output_name: output_name.into(),
+        output_kind,
+        precision: Precision::F32,
+        // The history does not record how many validation images there were.
+        training_validation: info.history.last().map(|r| Figures {
+            pixel_accuracy: r.val_pixel_acc,
+            mean_iou: r.val_miou,
+            images: 0,
+        }),
+        export_validation: None,
+        quantization: None,
+    }
+}
+
+/// The network's input must be a whole number of output strides.
+pub fn check_size(height: u32, width: u32) -> Result<()> {
+    let s = STRIDE as u32;
+    if height == 0 || width == 0 || !height.is_multiple_of(s) || !width.is_multiple_of(s) {
+        let near = |v: u32| (v / s).max(1) * s;
+        bail!(
+            "export size {height}×{width} (height×width): both must be positive multiples of {s}, the network's output stride (e.g. {}×{})",
+            near(height),
+            near(width)
+        );
+    }
+    Ok(())
+}
+
+/// A file being written under a temporary name beside its destination; removed on
+/// drop unless persisted.
+struct Pending {
+    path: PathBuf,
+    persisted: bool,
+}
+
+impl Pending {
+    fn beside(out: &Path) -> Result<Self> {
+        let Some(file_name) = out.file_name() else {
+            bail!("{}: not a file name", out.display());
+        };
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)
+                .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
+        }
+        let mut name = file_name.to_os_string();
+        name.push(format!(".{}.tmp", std::process::id()));
+        Ok(Self {
+            path: out.with_file_name(name),
+            persisted: false,
+        })
+    }
+
+    fn path(&self) -> &Path {
+        &self.path
+    }
+
+    fn write(&self, bytes: &[u8]) -> Result<()> {
+        std::fs::write(&self.path, bytes)
+            .with_context(|| format!("{}: cannot write", self.path.display()))
+    }
+
+    fn persist(mut self, to: &Path) -> Result<()> {
+        std::fs::rename(&self.path, to).with_context(|| {
+            format!("cannot rename {} to {}", self.path.display(), to.display())
+        })?;
+        self.persisted = true;
+        Ok(())
+    }
+}
+
+impl Drop for Pending {
+    fn drop(&mut self) {
+        if !self.persisted {
+            let _ = std::fs::remove_file(&self.path);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sizes_must_be_multiples_of_the_stride() {
+        assert!(check_size(320, 480).is_ok());
+        let msg = check_size(300, 480).unwrap_err().to_string();
+        assert!(
+            msg.contains("300×480") && msg.contains("32") && msg.contains("288×480"),
+            "{msg}"
+        );
+        assert!(check_size(0, 32).is_err());
+    }
+
+    #[test]
+    fn a_pending_file_is_removed_unless_persisted() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("sub/m.onnx");
+        let p = Pending::beside(&out).unwrap();
+        p.write(b"x").unwrap();
+        assert!(p.path().exists());
+        drop(p);
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            0
+        );
+        let p = Pending::beside(&out).unwrap();
+        p.write(b"y").unwrap();
+        p.persist(&out).unwrap();
+        assert_eq!(std::fs::read(&out).unwrap(), b"y");
+        assert_eq!(
+            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
+            1
+        );
+    }
+}
