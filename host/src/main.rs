@@ -105,8 +105,10 @@ struct TrainArgs {
     /// A labelmap.txt with the class names and colours [default: the dataset's, else VOC's].
     #[arg(long)]
     classes: Option<PathBuf>,
+    /// Split list for training, in ImageSets/Segmentation [default: train].
     #[arg(long)]
     train_split: Option<String>,
+    /// Split list for validation after each epoch [default: val].
     #[arg(long)]
     val_split: Option<String>,
     /// [default: 5]
@@ -142,6 +144,7 @@ struct TrainArgs {
     /// Data-loading threads [default: CPU count, at most 8].
     #[arg(long)]
     workers: Option<usize>,
+    /// Seeds the initialisation, shuffling and crops [default: 0].
     #[arg(long)]
     seed: Option<u64>,
     /// auto, cpu, cuda or cuda:N [default: auto].

@@ -188,6 +188,7 @@ pub fn train(mut cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<Trai
     validate(&cfg)?;
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("{}: cannot create the run folder", cfg.out.display()))?;
+    remove_stale_temporaries(&cfg.out)?;
 
     let device = parse_device(&cfg.device)?;
     let bad = if cfg.skip_bad {
@@ -377,6 +378,21 @@ pub fn train(mut cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<Trai
         best_miou: best,
         out: cfg.out,
     })
+}
+
+/// Delete the temporary files a killed run left mid-write (`*.tmp`): the finished
+/// files they would have replaced are intact.
+fn remove_stale_temporaries(out: &Path) -> Result<()> {
+    for entry in
+        std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?
+    {
+        let path = entry?.path();
+        if path.extension().is_some_and(|e| e == "tmp") && path.is_file() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("{}: cannot remove", path.display()))?;
+        }
+    }
+    Ok(())
 }
 
 /// A batch as tensors on `device`: images N×3×H×W (f32) and labels N×H×W (i64).

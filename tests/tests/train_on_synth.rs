@@ -144,9 +144,9 @@ fn a_killed_run_resumes_losing_at_most_one_epoch() {
         .args(&args)
         .spawn()
         .unwrap();
-    // Kill it once the first epoch's checkpoint is on disk.
+    // Kill it once the first epoch is done: checkpoint, then metrics, are on disk.
     let started = Instant::now();
-    while !run.join("last.json").is_file() {
+    while !run.join("metrics.json").is_file() {
         assert!(
             child.try_wait().unwrap().is_none(),
             "training ended before it could be killed"
