@@ -267,7 +267,7 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(
-            msg.contains("c.safetensors") && msg.contains("final_conv"),
+            msg.contains("c.safetensors") && msg.contains("a different number of classes"),
             "{msg}"
         );
 
