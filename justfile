@@ -45,13 +45,28 @@ fetch-voc:
     tar -xf data/VOCtrainval_11-May-2012.tar -C data
     @echo "VOC 2012 is in data/VOCdevkit/VOC2012"
 
-# The whole chain on this machine with no data and no camera: synth → train → eval.
-demo:
+# Export a checkpoint as one ONNX file with its model card, verified through the board's engine (figures from DATA's val split when it exists).
+export checkpoint="runs/train/best.safetensors" out="models/fcn.onnx" data="data/VOCdevkit/VOC2012" *args="":
+    {{torch_env}} cargo build --release -q -p seg-host
+    {{seg_host}} export --checkpoint {{checkpoint}} --out {{out}} $([ -d "{{data}}" ] && echo --data "{{data}}") {{args}}
+
+# Quantize an exported model to int8: calibrated on CALIB's training images, refused if it loses accuracy on the val split.
+quantize model="models/fcn.onnx" calib="data/VOCdevkit/VOC2012" out="models/fcn.int8.onnx" *args="":
+    {{torch_env}} cargo build --release -q -p seg-host
+    {{seg_host}} quantize --model {{model}} --calib {{calib}} --out {{out}} {{args}}
+
+# Rebuild the demo model from nothing (generated scenes, CPU, fixed seeds): just demo-model models/demo.int8.onnx
+demo-model out="models/demo.int8.onnx":
     {{torch_env}} cargo build --release -q -p seg-host
     {{seg_host}} synth --out runs/demo/data --count 200 --size 224x288 --seed 7
     {{seg_host}} train --data runs/demo/data --out runs/demo/train --overwrite --epochs 10 --batch 8 --crop 192x256 --lr 0.01 --momentum 0.9 --poly --flip --seed 1 --device cpu
-    {{seg_host}} eval --checkpoint runs/demo/train/best.safetensors --data runs/demo/data --out runs/demo/eval
-    @echo "training plots: runs/demo/train/curves.png, runs/demo/train/predictions.png; evaluation: runs/demo/eval"
+    {{seg_host}} export --checkpoint runs/demo/train/best.safetensors --out runs/demo/demo.onnx --height 224 --width 288 --data runs/demo/data
+    {{seg_host}} quantize --model runs/demo/demo.onnx --calib runs/demo/data --images 32 --out {{out}}
+
+# The whole chain on this machine with no data and no camera: synth → train → export → quantize → eval.
+demo: (demo-model "runs/demo/demo.int8.onnx")
+    {{seg_host}} eval --model runs/demo/demo.int8.onnx --data runs/demo/data --out runs/demo/eval
+    @echo "training plots: runs/demo/train/curves.png, runs/demo/train/predictions.png; models: runs/demo/demo.onnx (f32), runs/demo/demo.int8.onnx; evaluation: runs/demo/eval"
 
 # Training images/s of seg-host vs PyTorch Python, side by side: just bench-train 320x480 8 2
 bench-train crop="320x480" batch="8" rounds="2":

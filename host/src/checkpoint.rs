@@ -46,6 +46,9 @@ pub struct EpochRecord {
     pub val_pixel_acc: f64,
     pub val_miou: f64,
     pub val_class_iou: Vec<Option<f64>>,
+    /// Validation images the figures are over (0 in runs from before it was recorded).
+    #[serde(default)]
+    pub val_images: usize,
     pub seconds: f64,
 }
 

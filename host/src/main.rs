@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use anyhow::{Context, Result};
 use clap::{Args, Parser, Subcommand};
 use seg_host::export::{self, ExportOptions, Upsampler};
+use seg_host::quantize::{self, QuantizeOptions};
 use seg_host::synth::{self, SynthOptions};
 use seg_host::train::{self, TrainConfig};
 use seg_host::{eval_cmd, info, size};
@@ -32,6 +33,41 @@ enum Command {
     Eval(eval_cmd::EvalArgs),
     /// Export a checkpoint as ONNX with its model card, verified through the board's engine.
     Export(ExportArgs),
+    /// Quantize an exported model to int8 (static, calibrated), refused if it loses accuracy.
+    Quantize(QuantizeArgs),
+}
+
+/// Static post-training int8 quantization of an exported model, gated on accuracy.
+#[derive(Args)]
+struct QuantizeArgs {
+    /// The f32 model written by `seg-host export`.
+    #[arg(long)]
+    model: PathBuf,
+    /// Calibration images: a VOC-layout dataset (its --calib-split) or a folder of images.
+    #[arg(long)]
+    calib: PathBuf,
+    #[arg(long, default_value = "train")]
+    calib_split: String,
+    /// How many calibration images (spread over the split).
+    #[arg(long, default_value_t = 32)]
+    images: usize,
+    /// minmax, percentile (99.99) or percentile:P.
+    #[arg(long, default_value = "percentile", value_parser = quantize::Method::parse)]
+    calibration: quantize::Method,
+    #[arg(long)]
+    out: PathBuf,
+    /// Labelled VOC-layout data for the accuracy gate (default: --calib when it has the split).
+    #[arg(long)]
+    data: Option<PathBuf>,
+    #[arg(long, default_value = "val")]
+    split: String,
+    /// Write the int8 model even if it fails the accuracy gate.
+    #[arg(long)]
+    force: bool,
+    #[arg(long)]
+    skip_bad: bool,
+    #[arg(long)]
+    threads: Option<usize>,
 }
 
 #[derive(Args)]
@@ -264,6 +300,52 @@ fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Eval(a) => eval_cmd::run(&a),
+        Command::Quantize(a) => {
+            let mut opts = QuantizeOptions::new(a.model, a.calib, a.out);
+            opts.calib_split = a.calib_split;
+            opts.images = a.images;
+            opts.method = a.calibration;
+            opts.data = a.data;
+            opts.split = a.split;
+            opts.force = a.force;
+            opts.skip_bad = a.skip_bad;
+            if let Some(n) = a.threads {
+                opts.threads = n;
+            }
+            let r = quantize::quantize(&opts)?;
+            println!(
+                "wrote {} ({:.1} MB, {:.2}× smaller than f32): tract runs {} of {} convolutions with integer kernels",
+                r.out.display(),
+                r.int8_bytes as f64 / 1e6,
+                r.f32_bytes as f64 / r.int8_bytes as f64,
+                r.integer_convs,
+                r.integer_convs + r.float_convs
+            );
+            println!(
+                "speed, same tract, {} threads: f32 {:.1} ms, int8 {:.1} ms per image ({:.2}×)",
+                opts.threads,
+                r.f32_ms,
+                r.int8_ms,
+                r.f32_ms / r.int8_ms
+            );
+            if let (Some(a), Some(b)) = (r.f32_validation, r.int8_validation) {
+                println!(
+                    "'{}' ({} images): pixel accuracy f32 {:.4} → int8 {:.4}, mIoU {:.4} → {:.4}{}",
+                    opts.split,
+                    b.images,
+                    a.pixel_accuracy,
+                    b.pixel_accuracy,
+                    a.mean_iou,
+                    b.mean_iou,
+                    if r.forced {
+                        " (gate failed; written with --force)"
+                    } else {
+                        ""
+                    }
+                );
+            }
+            Ok(())
+        }
         Command::Export(a) => {
             let mut opts = ExportOptions::new(a.checkpoint, a.out);
             opts.height = a.height;

@@ -342,6 +342,7 @@ pub fn train(mut cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<Trai
             val_pixel_acc: eval.matrix.pixel_accuracy(),
             val_miou: eval.matrix.mean_iou(),
             val_class_iou: eval.matrix.class_iou(),
+            val_images: val_set.samples.len(),
             seconds: started.elapsed().as_secs_f64(),
         };
         tracing::info!(

@@ -9,6 +9,8 @@
 
 mod common;
 
+use common::fixtures::{class_list, images, info, listing, max_abs, random_checkpoint, refused};
+
 use std::path::{Path, PathBuf};
 
 use image::RgbImage;
@@ -22,100 +24,6 @@ use tch::nn::{self, ModuleT};
 use tch::{Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-3;
-
-fn class_list(classes: usize) -> ClassList {
-    ClassList::new(
-        (0..classes)
-            .map(|i| (format!("c{i}"), segcam::classes::voc_colour(i as u8)))
-            .collect(),
-    )
-    .unwrap()
-}
-
-fn info(classes: &ClassList) -> CheckpointInfo {
-    CheckpointInfo {
-        format_version: checkpoint::FORMAT_VERSION,
-        architecture: checkpoint::ARCHITECTURE.into(),
-        classes: classes.clone(),
-        normalization: segcam::IMAGENET,
-        crop: [64, 96],
-        epoch: 1,
-        step: 10,
-        history: vec![EpochRecord {
-            epoch: 1,
-            lr: 1e-3,
-            train_loss: 1.0,
-            train_pixel_acc: 0.5,
-            images_per_sec: 1.0,
-            val_pixel_acc: 0.61,
-            val_miou: 0.25,
-            val_class_iou: vec![],
-            seconds: 1.0,
-        }],
-        config: serde_json::Value::Null,
-    }
-}
-
-/// A seeded random FCN saved as a checkpoint: random batch-norm affine parameters,
-/// running statistics gathered from a few random batches (so activations stay at a
-/// realistic scale), and a perturbed upsampler (so it is not the bilinear start).
-fn random_checkpoint(dir: &Path, classes: &ClassList, seed: i64) -> (PathBuf, nn::VarStore, Fcn) {
-    tch::manual_seed(seed);
-    let vs = nn::VarStore::new(Device::Cpu);
-    let net = Fcn::new(&vs.root(), classes.len() as i64);
-    let opts = (Kind::Float, Device::Cpu);
-    tch::no_grad(|| {
-        for (name, mut v) in vs.variables() {
-            if name.ends_with("bn1.weight")
-                || name.ends_with("bn2.weight")
-                || name.ends_with(".1.weight")
-            {
-                let _ = v.uniform_(0.5, 1.5);
-            } else if name.contains("bn") && name.ends_with(".bias")
-                || name.ends_with("downsample.1.bias")
-            {
-                let _ = v.uniform_(-0.3, 0.3);
-            } else if name == "transpose_conv.weight" {
-                v.copy_(&(&v + Tensor::randn(v.size(), opts) * 0.01));
-            } else if name == "transpose_conv.bias" {
-                let _ = v.uniform_(-0.1, 0.1);
-            }
-        }
-        for _ in 0..10 {
-            let _ = net.forward_t(&Tensor::randn([2, 3, 64, 64], opts), true);
-        }
-    });
-    // Make sure folding has something to fold.
-    let var = &vs.variables()["layer2.0.bn1.running_var"];
-    assert!((var - 1.0).abs().max().double_value(&[]) > 0.05);
-    let path = dir.join("fcn.safetensors");
-    checkpoint::save(&vs, &info(classes), &path).unwrap();
-    (path, vs, net)
-}
-
-fn images(count: usize, width: u32, height: u32) -> Vec<RgbImage> {
-    (0..count)
-        .map(|k| segcam::scene::render(11, k as u64, width, height).image)
-        .collect()
-}
-
-fn max_abs(a: &[f32], b: &[f32]) -> f64 {
-    assert_eq!(a.len(), b.len());
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| (x - y).abs() as f64)
-        .fold(0.0, f64::max)
-}
-
-/// Files in `dir`, sorted by name.
-fn listing(dir: &Path) -> Vec<String> {
-    let mut names: Vec<String> = std::fs::read_dir(dir)
-        .unwrap()
-        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
-        .collect();
-    names.sort();
-    names
-}
 
 #[test]
 fn exported_models_agree_with_tch_tract_and_onnxruntime() {
@@ -137,7 +45,8 @@ fn exported_models_agree_with_tch_tract_and_onnxruntime() {
         let card = onnx_card::read_card(&out).unwrap();
         assert_eq!(card, report.card);
         assert_eq!((card.input_height, card.input_width), (h, w));
-        assert_eq!(card.training_validation.unwrap().pixel_accuracy, 0.61);
+        let trained = card.training_validation.unwrap();
+        assert_eq!((trained.pixel_accuracy, trained.images), (0.61, 7));
         assert!(card.export_validation.is_none());
 
         // (a) The written file through the engine, on images export did not see.
@@ -287,14 +196,6 @@ fn export_validation_and_eval_go_through_the_engine() {
     wrong.crop = Some((32, 32));
     let msg = format!("{:#}", seg_host::eval_cmd::run(&wrong).unwrap_err());
     assert!(msg.contains("m.onnx") && msg.contains("64×96"), "{msg}");
-}
-
-/// Assert that `result` failed with a message containing each of `words`.
-fn refused<T: std::fmt::Debug>(result: anyhow::Result<T>, words: &[&str]) {
-    let msg = format!("{:#}", result.unwrap_err());
-    for w in words {
-        assert!(msg.contains(w), "'{w}' not in: {msg}");
-    }
 }
 
 #[test]

@@ -127,6 +127,78 @@ fn fcn_learns_the_synthetic_scenes() {
     assert_eq!(csv.lines().count(), 11, "header + one row per epoch");
     let grid = image::open(run.join("predictions.png")).unwrap();
     assert!(grid.width() >= 3 * 256 && grid.height() >= 4 * 192);
+
+    quantized_within_the_gate(dir.path(), &data, &run.join("best.safetensors"));
+}
+
+/// The trained model through export and int8 quantization (small input, to keep the
+/// int8 evaluation quick): the default calibration passes the accuracy gate and records
+/// both figures in the card; a calibration that clips nearly every value is refused and
+/// leaves no file.
+fn quantized_within_the_gate(dir: &Path, data: &str, checkpoint: &Path) {
+    let model = dir.join("m.onnx");
+    let model_arg = model.to_str().unwrap();
+    seg_host_ok(&[
+        "export",
+        "--checkpoint",
+        checkpoint.to_str().unwrap(),
+        "--out",
+        model_arg,
+        "--height",
+        "96",
+        "--width",
+        "128",
+        "--data",
+        data,
+    ]);
+    let quantize = |calibration: &str, out: &Path| {
+        seg_host(&[
+            "quantize",
+            "--model",
+            model_arg,
+            "--calib",
+            data,
+            "--images",
+            "16",
+            "--calibration",
+            calibration,
+            "--out",
+            out.to_str().unwrap(),
+        ])
+    };
+    let int8 = dir.join("m.int8.onnx");
+    let out = quantize("percentile", &int8);
+    let said = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{said}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(said.contains("pixel accuracy f32"), "{said}");
+    let card = segcam::onnx_card::read_card(&int8).unwrap();
+    let quantization = card
+        .quantization
+        .expect("the int8 card says how it was made");
+    let (f, q) = (
+        quantization.f32_validation.expect("f32 figures"),
+        card.export_validation.expect("int8 figures"),
+    );
+    assert_eq!((f.images, q.images), (40, 40));
+    assert!(f.pixel_accuracy - q.pixel_accuracy <= 0.01, "{f:?} → {q:?}");
+    assert!(f.mean_iou - q.mean_iou <= 0.02, "{f:?} → {q:?}");
+
+    let clipped = dir.join("clipped.onnx");
+    let out = quantize("percentile:50.5", &clipped);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success(),
+        "a clipped calibration passed the gate"
+    );
+    assert!(
+        err.contains("clipped.onnx") && err.contains("not written") && err.contains("mIoU"),
+        "{err}"
+    );
+    assert!(!clipped.exists());
 }
 
 #[test]

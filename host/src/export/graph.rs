@@ -298,7 +298,7 @@ fn f32_tensor(name: &str, t: &Tensor) -> pb::TensorProto {
     }
 }
 
-fn value_info(name: &str, elem: DataType, dims: &[i64]) -> pb::ValueInfoProto {
+pub(crate) fn value_info(name: &str, elem: DataType, dims: &[i64]) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     let dim = dims
         .iter()
@@ -320,7 +320,7 @@ fn value_info(name: &str, elem: DataType, dims: &[i64]) -> pb::ValueInfoProto {
     }
 }
 
-fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
+pub(crate) fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: AttributeType::Ints as i32,
@@ -329,7 +329,7 @@ fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
     }
 }
 
-fn int(name: &str, value: i64) -> pb::AttributeProto {
+pub(crate) fn int(name: &str, value: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,

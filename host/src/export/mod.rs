@@ -9,7 +9,7 @@ pub mod fold;
 pub mod graph;
 pub mod verify;
 
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 use anyhow::{bail, Context, Result};
 use segcam::card::{Figures, ModelCard, OutputKind, Precision, CARD_VERSION};
@@ -20,6 +20,7 @@ use crate::checkpoint::{self, CheckpointInfo, Expect, ARCHITECTURE};
 use crate::dataset::{BadFiles, VocDataset};
 use crate::engine_eval;
 use crate::model::{Fcn, STRIDE};
+use crate::pending::Pending;
 
 pub use graph::{Head, Upsampler};
 pub use verify::Agreement;
@@ -198,11 +199,10 @@ pub fn card(info: &CheckpointInfo, name: String, spec: &graph::GraphSpec) -> Mod
         output_name: output_name.into(),
         output_kind,
         precision: Precision::F32,
-        // The history does not record how many validation images there were.
         training_validation: info.history.last().map(|r| Figures {
             pixel_accuracy: r.val_pixel_acc,
             mean_iou: r.val_miou,
-            images: 0,
+            images: r.val_images,
         }),
         export_validation: None,
         quantization: None,
@@ -223,56 +223,6 @@ pub fn check_size(height: u32, width: u32) -> Result<()> {
     Ok(())
 }
 
-/// A file being written under a temporary name beside its destination; removed on
-/// drop unless persisted.
-struct Pending {
-    path: PathBuf,
-    persisted: bool,
-}
-
-impl Pending {
-    fn beside(out: &Path) -> Result<Self> {
-        let Some(file_name) = out.file_name() else {
-            bail!("{}: not a file name", out.display());
-        };
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)
-                .with_context(|| format!("{}: cannot create the folder", dir.display()))?;
-        }
-        let mut name = file_name.to_os_string();
-        name.push(format!(".{}.tmp", std::process::id()));
-        Ok(Self {
-            path: out.with_file_name(name),
-            persisted: false,
-        })
-    }
-
-    fn path(&self) -> &Path {
-        &self.path
-    }
-
-    fn write(&self, bytes: &[u8]) -> Result<()> {
-        std::fs::write(&self.path, bytes)
-            .with_context(|| format!("{}: cannot write", self.path.display()))
-    }
-
-    fn persist(mut self, to: &Path) -> Result<()> {
-        std::fs::rename(&self.path, to).with_context(|| {
-            format!("cannot rename {} to {}", self.path.display(), to.display())
-        })?;
-        self.persisted = true;
-        Ok(())
-    }
-}
-
-impl Drop for Pending {
-    fn drop(&mut self) {
-        if !self.persisted {
-            let _ = std::fs::remove_file(&self.path);
-        }
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -286,27 +236,5 @@ mod tests {
             "{msg}"
         );
         assert!(check_size(0, 32).is_err());
-    }
-
-    #[test]
-    fn a_pending_file_is_removed_unless_persisted() {
-        let dir = tempfile::tempdir().unwrap();
-        let out = dir.path().join("sub/m.onnx");
-        let p = Pending::beside(&out).unwrap();
-        p.write(b"x").unwrap();
-        assert!(p.path().exists());
-        drop(p);
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
-            0
-        );
-        let p = Pending::beside(&out).unwrap();
-        p.write(b"y").unwrap();
-        p.persist(&out).unwrap();
-        assert_eq!(std::fs::read(&out).unwrap(), b"y");
-        assert_eq!(
-            std::fs::read_dir(dir.path().join("sub")).unwrap().count(),
-            1
-        );
     }
 }

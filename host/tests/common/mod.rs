@@ -1,4 +1,8 @@
-//! Helpers shared by the host's integration tests: the reference Python.
+//! Helpers shared by the host's integration tests: the reference Python, and (in
+//! `fixtures`) models and data.
+#![allow(dead_code)] // each test file uses some of them
+
+pub mod fixtures;
 
 use std::path::PathBuf;
 use std::process::Command;
