@@ -18,6 +18,8 @@ pub mod metrics;
 pub mod onnx_card;
 pub mod overlay;
 pub mod preprocess;
+pub mod queue;
+pub mod resize;
 pub mod scene;
 
 pub use card::ModelCard;
