@@ -21,6 +21,10 @@ pub mod preprocess;
 pub mod queue;
 pub mod resize;
 pub mod scene;
+#[cfg(feature = "live")]
+pub mod source;
+#[doc(hidden)]
+pub mod testing;
 
 pub use card::ModelCard;
 pub use classes::ClassList;
