@@ -74,6 +74,8 @@ fn test_scene_for_five_frames_writes_five_masks_and_five_stats_lines() {
         "100",
         "--threads",
         "1",
+        "--ignore-class",
+        "background",
     ]);
     assert!(out.status.success(), "{}", text(&out.stderr));
 

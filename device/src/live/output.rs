@@ -77,6 +77,7 @@ struct FrameLine<'a> {
     corrupt: u64,
     width: u32,
     height: u32,
+    /// Every class present with its share of the frame (the ignored class too).
     classes: &'a [PresentClass],
 }
 
@@ -244,6 +245,8 @@ impl Stage<'_> {
             }
         }
         if self.sinks.stats.is_some() {
+            // Every class present, the ignored one too: the stats are a histogram.
+            let present = counts.present(&self.settings.classes);
             let line = FrameLine {
                 event: "frame",
                 frame: n,
@@ -256,7 +259,7 @@ impl Stage<'_> {
                 corrupt,
                 width,
                 height,
-                classes: &legend,
+                classes: &present,
             };
             self.stats_line(&line)?;
         }
