@@ -63,6 +63,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             fps,
             inference_ms,
             dropped_frames: 0,
+            corrupt_frames: 0,
             model: model.into(),
             width: 640,
             height: 480,

@@ -50,6 +50,9 @@ pub struct Stats {
     pub inference_ms: f32,
     /// Frames the pipeline dropped because it was busy.
     pub dropped_frames: u64,
+    /// Frames skipped because they did not decode (corrupt MJPEG, unreadable files).
+    #[serde(default)]
+    pub corrupt_frames: u64,
     pub model: String,
     pub width: u32,
     pub height: u32,
@@ -510,6 +513,12 @@ fn metrics_text(stats: &Stats, clients: usize) -> String {
             stats.dropped_frames.to_string(),
         ),
         (
+            "segcam_corrupt_frames_total",
+            "counter",
+            "Frames skipped because they did not decode.",
+            stats.corrupt_frames.to_string(),
+        ),
+        (
             "segcam_clients",
             "gauge",
             "Connected MJPEG stream clients.",
@@ -593,6 +602,7 @@ mod tests {
             fps: 25.0,
             inference_ms: 12.5,
             dropped_frames: 2,
+            corrupt_frames: 3,
             model: "test-model".into(),
             width: 64,
             height: 48,
@@ -843,6 +853,7 @@ mod tests {
         assert!(text.contains("\nsegcam_fps 25\n"), "{text}");
         assert_eq!(values["segcam_inference_ms"], 12.5);
         assert_eq!(values["segcam_dropped_frames_total"], 2.0);
+        assert_eq!(values["segcam_corrupt_frames_total"], 3.0);
         assert_eq!(values["segcam_clients"], 0.0);
         assert_eq!(typed["segcam_frames_total"], "counter");
     }

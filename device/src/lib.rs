@@ -2,7 +2,7 @@
 //!
 //! This crate owns the **model contract** shared by the workstation (`seg-host`) and
 //! the board (`seg-cam`): the class list and palette, the preprocessing, the metrics,
-//! and the generated test scene.
+//! and the generated test scene; with the `live` feature, the pipeline of `seg-cam`.
 
 pub mod card;
 pub mod classes;
@@ -14,11 +14,19 @@ pub mod framebuffer;
 pub mod http;
 pub mod hud;
 pub mod jpeg;
+#[cfg(feature = "live")]
+pub mod live;
 pub mod metrics;
 pub mod onnx_card;
 pub mod overlay;
 pub mod preprocess;
+pub mod queue;
+pub mod resize;
 pub mod scene;
+#[cfg(feature = "live")]
+pub mod source;
+#[doc(hidden)]
+pub mod testing;
 
 pub use card::ModelCard;
 pub use classes::ClassList;

@@ -1,0 +1,250 @@
+//! `seg-cam`: live semantic segmentation on a board. Parses flags and the config
+//! file into one [`Config`], installs SIGINT/SIGTERM handling, and runs
+//! [`segcam::live::run`].
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+use anyhow::Context;
+use clap::{CommandFactory, FromArgMatches, Parser};
+use serde::Serialize;
+
+use segcam::live::Config;
+use segcam::overlay::{Filter, Visualize};
+use segcam::resize::ResizePolicy;
+use segcam::source::PixelFormat;
+
+/// Flags: each setting is optional here so that only those given override the
+/// config file; the defaults live in `Config` (shown at the end of `--help`).
+#[derive(Debug, Parser, Serialize)]
+#[command(
+    name = "seg-cam",
+    version,
+    about = "Live semantic segmentation: a camera, images or a test scene through an exported model, \
+             shown as a live web page, on a framebuffer, or written to files"
+)]
+#[serde(rename_all = "kebab-case")]
+struct Cli {
+    /// Input: v4l2:///dev/video0 (or /dev/videoN), test://, an image, a folder, or a glob.
+    input: Option<String>,
+    /// Read settings from a TOML file (keys as the flags' names; flags win).
+    #[arg(long, value_name = "FILE")]
+    #[serde(skip)]
+    config: Option<PathBuf>,
+    /// Print the V4L2 cameras with their formats, sizes and rates, then exit.
+    #[arg(long)]
+    #[serde(skip)]
+    list_cameras: bool,
+    /// The exported ONNX model (its card gives classes, input size, normalisation).
+    #[arg(long, value_name = "FILE")]
+    model: Option<PathBuf>,
+    /// Inference threads (0: every core).
+    #[arg(long, value_name = "N")]
+    threads: Option<usize>,
+    /// Requested capture width (cameras take the nearest size they offer).
+    #[arg(long, value_name = "PIXELS")]
+    width: Option<u32>,
+    /// Requested capture height.
+    #[arg(long, value_name = "PIXELS")]
+    height: Option<u32>,
+    /// Requested frames per second.
+    #[arg(long, value_name = "FPS")]
+    rate: Option<f32>,
+    /// Only this camera pixel format: yuyv, uyvy, nv12, rgb24, bgr24, mjpeg, grey.
+    #[arg(long, value_name = "FORMAT")]
+    pixel_format: Option<PixelFormat>,
+    /// Start image inputs again at their end.
+    #[arg(long = "loop", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    #[serde(rename = "loop")]
+    looping: Option<bool>,
+    /// Fitting frames to the model's input: stretch, crop or letterbox.
+    #[arg(long, value_name = "POLICY")]
+    resize: Option<ResizePolicy>,
+    /// Class map to frame resolution: point (blocky, exact) or linear (smooth).
+    #[arg(long, value_name = "MODE")]
+    filter: Option<Filter>,
+    /// overlay, mask or side-by-side.
+    #[arg(long, value_name = "MODE")]
+    visualize: Option<Visualize>,
+    /// Weight of the class colours over the frame, 0–255.
+    #[arg(long, value_name = "0-255")]
+    alpha: Option<u8>,
+    /// A class (name or index) left unpainted and out of the legend.
+    #[arg(long, value_name = "CLASS")]
+    ignore_class: Option<String>,
+    /// Address of the live page and stream, or "off".
+    #[arg(long, value_name = "ADDR")]
+    http: Option<String>,
+    /// Show frames on a Linux framebuffer, e.g. fb:///dev/fb0.
+    #[arg(long, value_name = "URI")]
+    fb: Option<String>,
+    /// Write each output frame to this folder (frame-000001.jpg, …).
+    #[arg(long, value_name = "DIR")]
+    out: Option<PathBuf>,
+    /// Write each frame's class ids to this folder (mask-000001.png, 8-bit PNG).
+    #[arg(long, value_name = "DIR")]
+    save_masks: Option<PathBuf>,
+    /// Print one JSON line of statistics per frame on stdout.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    stats: Option<bool>,
+    /// Stop after this many frames.
+    #[arg(long, value_name = "N")]
+    frames: Option<u64>,
+    /// JPEG quality of the stream, snapshots and --out frames, 1–100.
+    #[arg(long, value_name = "1-100")]
+    jpeg_quality: Option<u8>,
+}
+
+impl Cli {
+    /// Parse the command line, with the defaults listed at the end of `--help`.
+    fn parse_args() -> Self {
+        let defaults = toml::to_string(&Config::default()).expect("the defaults serialise");
+        let command = Cli::command().after_help(format!(
+            "Defaults (a --config file takes the same keys):\n\n{defaults}"
+        ));
+        let matches = command.get_matches();
+        Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
+    }
+
+    /// The settings given on the command line, as a TOML table keyed like the file.
+    fn overrides(&self) -> toml::Table {
+        let serde_json::Value::Object(map) = serde_json::to_value(self).expect("flags serialise")
+        else {
+            unreachable!("a struct serialises as a map")
+        };
+        let given: serde_json::Map<_, _> = map.into_iter().filter(|(_, v)| !v.is_null()).collect();
+        match toml::Value::try_from(given).expect("flag values are TOML values") {
+            toml::Value::Table(table) => table,
+            _ => unreachable!("a map serialises as a table"),
+        }
+    }
+
+    fn config(&self) -> segcam::Result<Config> {
+        match &self.config {
+            Some(path) => Config::load(path, self.overrides()),
+            None => Config::merge(None, self.overrides()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::stderr().is_terminal())
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env()
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
+        )
+        .init();
+    match run(Cli::parse_args()) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("seg-cam: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(cli: Cli) -> anyhow::Result<()> {
+    if cli.list_cameras {
+        print!("{}", list_cameras());
+        return Ok(());
+    }
+    let config = cli.config()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+        // A second signal while stopping exits at once, should a stage hang.
+        signal_hook::flag::register_conditional_shutdown(signal, 1, stop.clone())
+            .context("installing the signal handler")?;
+        signal_hook::flag::register(signal, stop.clone())
+            .context("installing the signal handler")?;
+    }
+    let summary = segcam::live::run(&config, stop)?;
+    tracing::info!(
+        "stopped after {} frames ({} dropped, {} corrupt)",
+        summary.frames,
+        summary.dropped,
+        summary.corrupt
+    );
+    Ok(())
+}
+
+#[cfg(feature = "v4l2")]
+fn list_cameras() -> String {
+    segcam::source::v4l2::list_cameras()
+}
+
+#[cfg(not(feature = "v4l2"))]
+fn list_cameras() -> String {
+    "this seg-cam was built without V4L2 support (feature 'v4l2')\n".into()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_setting_has_a_flag_and_every_flag_a_setting() {
+        let value = serde_json::to_value(Config::default()).unwrap();
+        let keys: Vec<String> = value.as_object().unwrap().keys().cloned().collect();
+        let command = Cli::command();
+        let flags: Vec<String> = command
+            .get_arguments()
+            .filter(|a| {
+                !matches!(
+                    a.get_id().as_str(),
+                    "config" | "list_cameras" | "help" | "version"
+                )
+            })
+            .map(|a| a.get_long().map_or(a.get_id().to_string(), str::to_string))
+            .collect();
+        let mut a = keys.clone();
+        let mut b = flags.clone();
+        a.sort();
+        b.sort();
+        assert_eq!(a, b, "config keys vs flags");
+    }
+
+    #[test]
+    fn flags_override_the_file_and_only_given_flags_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cam.toml");
+        std::fs::write(
+            &file,
+            "input = \"test://\"\nalpha = 90\nstats = true\nframes = 7\nfilter = \"point\"\n",
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "seg-cam",
+            "--config",
+            file.to_str().unwrap(),
+            "--alpha",
+            "200",
+            "--stats=false",
+            "--resize",
+            "crop",
+            "--loop",
+            "--pixel-format",
+            "MJPG",
+        ])
+        .unwrap();
+        let config = cli.config().unwrap();
+        assert_eq!(config.input, "test://", "from the file");
+        assert_eq!(config.frames, Some(7), "from the file");
+        assert_eq!(config.filter, Filter::Point, "from the file");
+        assert_eq!(config.alpha, 200, "the flag wins");
+        assert!(!config.stats, "a flag can turn a file's setting off");
+        assert_eq!(config.resize, ResizePolicy::Crop);
+        assert!(config.looping);
+        assert_eq!(config.pixel_format, Some(PixelFormat::Mjpeg));
+        assert_eq!(config.http, Config::default().http, "default");
+
+        let cli = Cli::try_parse_from(["seg-cam", "--config", "/nonexistent/cam.toml"]).unwrap();
+        let msg = cli.config().unwrap_err().to_string();
+        assert!(msg.contains("/nonexistent/cam.toml"), "{msg}");
+        assert!(Cli::try_parse_from(["seg-cam", "--resize", "squash"]).is_err());
+    }
+}

@@ -1,0 +1,225 @@
+//! Every setting of `seg-cam`, with its default: one home for each. A TOML file
+//! (`--config`) gives any of them under the same names as the flags; flags win.
+
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+use crate::overlay::{Filter, Visualize, DEFAULT_ALPHA};
+use crate::resize::ResizePolicy;
+use crate::source::{PixelFormat, SourceOptions};
+
+/// The model `seg-cam` runs unless told otherwise.
+pub const DEFAULT_MODEL: &str = "models/demo.int8.onnx";
+/// The value of `http` that turns the server off.
+pub const HTTP_OFF: &str = "off";
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
+pub struct Config {
+    /// `v4l2:///dev/video0`, `/dev/videoN`, `test://`, an image, a folder or a glob.
+    pub input: String,
+    /// The exported model (its card says the classes, input size and normalisation).
+    pub model: PathBuf,
+    /// Inference threads; 0 uses every core.
+    pub threads: usize,
+    /// Requested capture size and rate (cameras take the nearest they offer).
+    pub width: u32,
+    pub height: u32,
+    pub rate: f32,
+    /// Only this camera pixel format (yuyv, uyvy, nv12, rgb24, bgr24, mjpeg, grey).
+    pub pixel_format: Option<PixelFormat>,
+    /// Start image inputs again at their end.
+    #[serde(rename = "loop")]
+    pub looping: bool,
+    /// How frames are fitted to the model's input: stretch, crop or letterbox.
+    pub resize: ResizePolicy,
+    /// How the class map is brought to the frame's resolution: point or linear.
+    pub filter: Filter,
+    /// overlay, mask or side-by-side.
+    pub visualize: Visualize,
+    /// Weight of the class colours over the frame, 0–255.
+    pub alpha: u8,
+    /// A class (name or index) left unpainted and out of the legend, e.g. background.
+    pub ignore_class: Option<String>,
+    /// Address of the HTTP page and stream, or "off".
+    pub http: String,
+    /// A framebuffer to show frames on, e.g. fb:///dev/fb0.
+    pub fb: Option<String>,
+    /// A folder to write each output frame to (frame-000001.jpg, …).
+    pub out: Option<PathBuf>,
+    /// A folder to write each frame's class ids to (mask-000001.png, 8-bit, at the
+    /// frame's resolution; 255 where the model did not look).
+    pub save_masks: Option<PathBuf>,
+    /// Print one JSON line of statistics per frame on stdout.
+    pub stats: bool,
+    /// Stop after this many frames.
+    pub frames: Option<u64>,
+    /// JPEG quality of the stream, snapshots and `out` frames, 1–100.
+    pub jpeg_quality: u8,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            input: "v4l2:///dev/video0".into(),
+            model: PathBuf::from(DEFAULT_MODEL),
+            threads: 0,
+            width: 640,
+            height: 480,
+            rate: 30.0,
+            pixel_format: None,
+            looping: false,
+            resize: ResizePolicy::default(),
+            filter: Filter::default(),
+            visualize: Visualize::default(),
+            alpha: DEFAULT_ALPHA,
+            ignore_class: None,
+            http: crate::http::DEFAULT_ADDR.into(),
+            fb: None,
+            out: None,
+            save_masks: None,
+            stats: false,
+            frames: None,
+            jpeg_quality: crate::jpeg::DEFAULT_QUALITY,
+        }
+    }
+}
+
+impl Config {
+    /// Settings from a TOML file's text overlaid by `overrides` (the flags given, as a
+    /// TOML table with the same keys). `file` names the file in errors.
+    pub fn merge(file: Option<(&Path, &str)>, overrides: toml::Table) -> Result<Self> {
+        let mut table = match file {
+            Some((path, text)) => text
+                .parse::<toml::Table>()
+                .map_err(|e| Error::Invalid(format!("{}: not valid TOML: {e}", path.display())))?,
+            None => toml::Table::new(),
+        };
+        table.extend(overrides);
+        let name = file.map_or("the flags".to_string(), |(p, _)| p.display().to_string());
+        let config: Config = table
+            .try_into()
+            .map_err(|e: toml::de::Error| Error::Invalid(format!("{name}: {}", e.message())))?;
+        config
+            .check()
+            .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
+        Ok(config)
+    }
+
+    /// Read `path` and overlay `overrides`.
+    pub fn load(path: &Path, overrides: toml::Table) -> Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+            path: path.to_owned(),
+            source,
+        })?;
+        Self::merge(Some((path, &text)), overrides)
+    }
+
+    fn check(&self) -> std::result::Result<(), String> {
+        if self.width == 0 || self.height == 0 {
+            return Err(format!(
+                "size {}×{}: both must be positive",
+                self.width, self.height
+            ));
+        }
+        if !(self.rate > 0.0 && self.rate.is_finite()) {
+            return Err(format!(
+                "rate {}: expected frames per second > 0",
+                self.rate
+            ));
+        }
+        if !(1..=100).contains(&self.jpeg_quality) {
+            return Err(format!(
+                "jpeg-quality {}: expected 1–100",
+                self.jpeg_quality
+            ));
+        }
+        if self.frames == Some(0) {
+            return Err("frames 0: expected at least 1 (or leave it out)".into());
+        }
+        Ok(())
+    }
+
+    pub fn source_options(&self) -> SourceOptions {
+        SourceOptions {
+            width: self.width,
+            height: self.height,
+            rate: self.rate,
+            pixel_format: self.pixel_format,
+            looping: self.looping,
+        }
+    }
+
+    pub fn http_enabled(&self) -> bool {
+        !self.http.eq_ignore_ascii_case(HTTP_OFF)
+    }
+
+    /// Threads for the engine: `threads`, or every core when 0.
+    pub fn engine_threads(&self) -> usize {
+        match self.threads {
+            0 => std::thread::available_parallelism().map_or(1, |n| n.get()),
+            n => n,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table(text: &str) -> toml::Table {
+        text.parse().unwrap()
+    }
+
+    #[test]
+    fn file_values_apply_and_flags_win() {
+        let file =
+            "input = \"test://\"\nalpha = 80\nresize = \"crop\"\nsave-masks = \"m\"\nloop = true\n";
+        let flags = table("alpha = 200\nvisualize = \"side-by-side\"");
+        let c = Config::merge(Some((Path::new("seg.toml"), file)), flags).unwrap();
+        assert_eq!(c.input, "test://");
+        assert_eq!(c.alpha, 200, "the flag wins");
+        assert_eq!(c.resize, ResizePolicy::Crop);
+        assert_eq!(c.visualize, Visualize::SideBySide);
+        assert_eq!(c.save_masks, Some(PathBuf::from("m")));
+        assert!(c.looping);
+        assert_eq!(
+            c.model,
+            PathBuf::from(DEFAULT_MODEL),
+            "defaults fill the rest"
+        );
+        assert_eq!(c.http, "127.0.0.1:8080");
+    }
+
+    #[test]
+    fn mistakes_in_the_file_name_it_and_the_key() {
+        let err = |text: &str| {
+            Config::merge(Some((Path::new("cam.toml"), text)), toml::Table::new())
+                .unwrap_err()
+                .to_string()
+        };
+        let msg = err("alhpa = 3");
+        assert!(msg.contains("cam.toml") && msg.contains("alhpa"), "{msg}");
+        let msg = err("resize = \"squash\"");
+        assert!(msg.contains("cam.toml") && msg.contains("squash"), "{msg}");
+        let msg = err("alpha = 300");
+        assert!(msg.contains("cam.toml") && msg.contains("300"), "{msg}");
+        let msg = err("width = 0");
+        assert!(msg.contains("cam.toml") && msg.contains("0×480"), "{msg}");
+        let msg = err("[broken");
+        assert!(msg.contains("cam.toml") && msg.contains("TOML"), "{msg}");
+    }
+
+    #[test]
+    fn the_defaults_round_trip_through_toml() {
+        let text = toml::to_string(&Config::default()).unwrap();
+        let back = Config::merge(Some((Path::new("d.toml"), &text)), toml::Table::new()).unwrap();
+        assert_eq!(back, Config::default());
+        assert!(Config::default().http_enabled());
+        let off = Config::merge(None, table("http = \"off\"")).unwrap();
+        assert!(!off.http_enabled());
+        assert!(Config::default().engine_threads() >= 1);
+    }
+}

@@ -1,0 +1,72 @@
+//! The inference stage: fit each frame to the model's input under the resize policy,
+//! classify it, and bring the class map back over the frame.
+
+use std::time::{Duration, Instant};
+
+use image::GrayImage;
+
+use super::capture::Frame;
+use super::status::Status;
+use crate::engine::Engine;
+use crate::queue::{DropQueue, Pop};
+use crate::resize::{Fit, ResizePolicy};
+
+/// A frame with its class map.
+#[derive(Debug, Clone)]
+pub struct Inferred {
+    pub frame: Frame,
+    /// Class ids covering exactly the frame, at about the model's resolution (void
+    /// where the model did not look).
+    pub map: GrayImage,
+    pub inference_ms: f32,
+}
+
+/// How often a stage with nothing to do looks at the stop flag.
+pub const POLL: Duration = Duration::from_millis(100);
+
+/// Run until the input queue closes or a stop is requested; closes both queues.
+pub fn run(
+    engine: &Engine,
+    policy: ResizePolicy,
+    input: &DropQueue<Frame>,
+    output: &DropQueue<Inferred>,
+    status: &Status,
+) {
+    let mut cached: Option<Fit> = None;
+    let normalization = engine.card().normalization;
+    while !status.stopping() {
+        let frame = match input.pop(POLL) {
+            Pop::Item(frame) => frame,
+            Pop::Empty => continue,
+            Pop::Closed => break,
+        };
+        // Sizes can change (a reopened camera, a folder of mixed images).
+        let dims = frame.image.dimensions();
+        let fit = match cached {
+            Some(f) if f.frame == dims => f,
+            _ => *cached.insert(Fit::new(policy, dims, engine.input_size())),
+        };
+        let start = Instant::now();
+        let input_image = fit.prepare(&frame.image, &normalization);
+        let class_map = match engine.classify(&input_image) {
+            Ok(map) => map,
+            Err(e) => {
+                status.fail(e.to_string());
+                break;
+            }
+        };
+        let inference_ms = start.elapsed().as_secs_f32() * 1000.0;
+        let inferred = Inferred {
+            map: fit.map_over_frame(&class_map),
+            frame,
+            inference_ms,
+        };
+        if inferred.frame.live {
+            output.push(inferred);
+        } else if !output.push_wait(inferred) {
+            break;
+        }
+    }
+    input.close();
+    output.close();
+}

@@ -1,0 +1,182 @@
+//! The live pipeline behind `seg-cam`: capture, inference and render/output each on
+//! their own thread, joined by bounded queues that drop the oldest frame when a live
+//! source outruns the model (so latency stays about one frame and memory flat).
+//!
+//! ```text
+//! source ─► capture ─[1]─► inference ─[1]─► render + outputs (HTTP, fb, files, stats)
+//! ```
+
+pub mod capture;
+pub mod config;
+pub mod infer;
+pub mod output;
+pub mod status;
+
+use std::path::Path;
+use std::sync::atomic::AtomicBool;
+use std::sync::Arc;
+
+pub use config::Config;
+pub use output::Summary;
+
+use crate::classes::ClassList;
+use crate::engine::Engine;
+use crate::error::{Error, Result};
+use crate::framebuffer::Framebuffer;
+use crate::http::{HttpServer, Published};
+use crate::overlay::OverlayOptions;
+use crate::queue::DropQueue;
+use crate::source::Input;
+use capture::Opener;
+use status::Status;
+
+/// Frames each queue holds: one waiting frame per stage keeps latency at about a
+/// frame while letting capture and inference overlap.
+const QUEUE_DEPTH: usize = 1;
+
+/// The class `ignore-class` names: a class name or an index.
+pub fn resolve_class(name: &str, classes: &ClassList) -> Result<u8> {
+    if let Some(i) = classes.names.iter().position(|n| n == name) {
+        return Ok(i as u8);
+    }
+    match name.parse::<usize>() {
+        Ok(i) if i < classes.len() => Ok(i as u8),
+        _ => Err(Error::Invalid(format!(
+            "ignore-class '{name}': the model's classes are {} (or an index 0–{})",
+            classes.names.join(", "),
+            classes.len().saturating_sub(1)
+        ))),
+    }
+}
+
+fn create_dir(path: &Path) -> Result<()> {
+    std::fs::create_dir_all(path).map_err(|source| Error::Io {
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// Run the pipeline until the input ends, `frames` are done, or `stop` is set (by
+/// SIGINT/SIGTERM). An error names the file or device that caused it.
+pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
+    let engine = Engine::load(&config.model, config.engine_threads())?;
+    let card = engine.card();
+    tracing::info!(
+        "model {} ({:?}, {}×{} input, {} classes) from {}; resize {:?}",
+        card.name,
+        card.precision,
+        card.input_width,
+        card.input_height,
+        card.classes.len(),
+        config.model.display(),
+        config.resize
+    );
+    let ignore_class = config
+        .ignore_class
+        .as_deref()
+        .map(|name| resolve_class(name, &card.classes))
+        .transpose()?;
+
+    let input = Input::parse(&config.input)?;
+    let options = config.source_options();
+    // Files and the test scene open now, so a typo fails at once; a camera may be
+    // plugged in later, so it is opened (and retried) by the capture thread.
+    let first = if input.retry_on_failure() {
+        None
+    } else {
+        Some(input.open(&options)?)
+    };
+    for dir in [&config.out, &config.save_masks].into_iter().flatten() {
+        create_dir(dir)?;
+    }
+    let fb = config.fb.as_deref().map(Framebuffer::open).transpose()?;
+    let published = Arc::new(Published::new());
+    let server = if config.http_enabled() {
+        let server = HttpServer::start(&config.http, published.clone())?;
+        tracing::info!("serving http://{}/", server.local_addr());
+        Some(server)
+    } else {
+        None
+    };
+
+    let settings = output::Settings {
+        overlay: OverlayOptions {
+            filter: config.filter,
+            visualize: config.visualize,
+            alpha: config.alpha,
+            ignore_class,
+        },
+        classes: card.classes.clone(),
+        model: card.name.clone(),
+        frames: config.frames,
+        jpeg_quality: config.jpeg_quality,
+        blank_size: (config.width, config.height),
+    };
+    let sinks = output::Sinks {
+        http: server.as_ref().map(|_| published.clone()),
+        fb,
+        out: config.out.clone(),
+        masks: config.save_masks.clone(),
+        stats: config
+            .stats
+            .then(|| Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>),
+    };
+
+    let status = Status::with_stop_flag(stop);
+    let captured = DropQueue::new(QUEUE_DEPTH);
+    let inferred = DropQueue::new(QUEUE_DEPTH);
+    let dropped = || captured.dropped() + inferred.dropped();
+    let summary = std::thread::scope(|s| {
+        let capture = std::thread::Builder::new()
+            .name("capture".into())
+            .spawn_scoped(s, || {
+                let opener = Opener::new(|| input.open(&options), input.retry_on_failure());
+                capture::run(first, opener, &captured, &status)
+            })
+            .expect("spawn the capture thread");
+        let inference = std::thread::Builder::new()
+            .name("inference".into())
+            .spawn_scoped(s, || {
+                infer::run(&engine, config.resize, &captured, &inferred, &status)
+            })
+            .expect("spawn the inference thread");
+        let output = std::thread::Builder::new()
+            .name("output".into())
+            .spawn_scoped(s, || {
+                output::run(settings, sinks, &inferred, &dropped, &status)
+            })
+            .expect("spawn the output thread");
+        let summary = output.join();
+        // The output is done: release the other stages (a live source never ends).
+        status.stop();
+        captured.close();
+        inferred.close();
+        let _ = inference.join();
+        let _ = capture.join();
+        summary
+    });
+    if let Some(server) = server {
+        server.shutdown();
+    }
+    let summary = summary.map_err(|_| Error::Invalid("the output thread panicked".into()))?;
+    if let Some(error) = status.error() {
+        return Err(Error::Invalid(error));
+    }
+    summary
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ignore_class_by_name_or_index() {
+        let classes = crate::scene::scene_classes();
+        assert_eq!(resolve_class("background", &classes).unwrap(), 0);
+        assert_eq!(resolve_class("car", &classes).unwrap(), 3);
+        assert_eq!(resolve_class("5", &classes).unwrap(), 5);
+        let msg = resolve_class("cat", &classes).unwrap_err().to_string();
+        assert!(msg.contains("cat") && msg.contains("tvmonitor"), "{msg}");
+        assert!(resolve_class("6", &classes).is_err());
+    }
+}

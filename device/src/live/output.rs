@@ -1,0 +1,370 @@
+//! The render/output stage: overlay and HUD, then every configured output — the HTTP
+//! page, the framebuffer, an image sequence, raw class-id masks, JSON-lines stats.
+//! While the source is away it keeps the page alive with a "no signal" picture.
+
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use image::imageops::{self, FilterType};
+use image::RgbImage;
+use serde::Serialize;
+
+use super::infer::{Inferred, POLL};
+use super::status::Status;
+use crate::classes::ClassList;
+use crate::error::{Error, Result};
+use crate::framebuffer::Framebuffer;
+use crate::http::{Published, Stats};
+use crate::hud::{self, HudInfo};
+use crate::jpeg::encode_jpeg;
+use crate::overlay::{Overlay, OverlayOptions, PresentClass};
+use crate::queue::{DropQueue, Pop};
+use crate::resize::resample_labels;
+
+/// How often the "no signal" picture is refreshed.
+const NO_SIGNAL_EVERY: Duration = Duration::from_millis(500);
+/// Without stream clients, `/snapshot.jpg` is refreshed this often (not every frame).
+const SNAPSHOT_EVERY: Duration = Duration::from_secs(1);
+
+/// What the stage draws and when it stops.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub overlay: OverlayOptions,
+    pub classes: ClassList,
+    /// The name the HUD and the stats show.
+    pub model: String,
+    pub frames: Option<u64>,
+    pub jpeg_quality: u8,
+    /// The size of the "no signal" picture before any frame was seen.
+    pub blank_size: (u32, u32),
+}
+
+/// Where frames go.
+#[derive(Default)]
+pub struct Sinks {
+    pub http: Option<Arc<Published>>,
+    pub fb: Option<Framebuffer>,
+    pub out: Option<PathBuf>,
+    pub masks: Option<PathBuf>,
+    pub stats: Option<Box<dyn Write + Send>>,
+}
+
+/// Counts at the end of a run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub frames: u64,
+    pub dropped: u64,
+    pub corrupt: u64,
+}
+
+/// One `--stats` line per output frame.
+#[derive(Serialize)]
+struct FrameLine<'a> {
+    event: &'static str,
+    /// Output frames so far (1, 2, …); matches the numbers in file names.
+    frame: u64,
+    /// Capture sequence number (gaps are dropped frames).
+    seq: u64,
+    time_ms: f64,
+    fps: f32,
+    inference_ms: f32,
+    /// Capture to output.
+    latency_ms: f32,
+    dropped: u64,
+    corrupt: u64,
+    width: u32,
+    height: u32,
+    /// Every class present with its share of the frame (the ignored class too).
+    classes: &'a [PresentClass],
+}
+
+/// A `--stats` line when the source goes away or comes back.
+#[derive(Serialize)]
+struct SignalLine<'a> {
+    event: &'static str,
+    time_ms: f64,
+    detail: &'a str,
+}
+
+struct Stage<'a> {
+    settings: Settings,
+    sinks: Sinks,
+    overlay: Overlay,
+    status: &'a Status,
+    dropped: &'a (dyn Fn() -> u64 + Sync),
+    start: Instant,
+    frames: u64,
+    fps: f32,
+    last_output: Option<Instant>,
+    last_frame: Option<RgbImage>,
+    last_snapshot: Option<Instant>,
+    last_no_signal: Option<Instant>,
+    reported_no_signal: bool,
+}
+
+/// Run until the queue closes, a stop is requested or `frames` are done (which
+/// requests the stop); closes the queue.
+pub fn run(
+    settings: Settings,
+    sinks: Sinks,
+    queue: &DropQueue<Inferred>,
+    dropped: &(dyn Fn() -> u64 + Sync),
+    status: &Status,
+) -> Result<Summary> {
+    let overlay = Overlay::new(&settings.classes, settings.overlay);
+    let mut stage = Stage {
+        settings,
+        sinks,
+        overlay,
+        status,
+        dropped,
+        start: Instant::now(),
+        frames: 0,
+        fps: 0.0,
+        last_output: None,
+        last_frame: None,
+        last_snapshot: None,
+        last_no_signal: None,
+        reported_no_signal: false,
+    };
+    let result = stage.run(queue);
+    queue.close();
+    if let Err(e) = &result {
+        status.fail(e.to_string());
+    }
+    result.map(|()| stage.summary())
+}
+
+impl Stage<'_> {
+    fn run(&mut self, queue: &DropQueue<Inferred>) -> Result<()> {
+        while !self.status.stopping() {
+            match queue.pop(POLL) {
+                Pop::Item(inferred) => {
+                    self.signal_report(false)?;
+                    self.frame(inferred)?;
+                    if self.settings.frames.is_some_and(|n| self.frames >= n) {
+                        self.status.stop();
+                    }
+                }
+                Pop::Empty if self.status.no_signal() => self.no_signal()?,
+                Pop::Empty => {
+                    if let Some(p) = &self.sinks.http {
+                        p.heartbeat();
+                    }
+                }
+                Pop::Closed => break,
+            }
+        }
+        if let Some(out) = &mut self.sinks.stats {
+            out.flush().map_err(|e| io_error(Path::new("stdout"), e))?;
+        }
+        Ok(())
+    }
+
+    fn summary(&self) -> Summary {
+        Summary {
+            frames: self.frames,
+            dropped: (self.dropped)(),
+            corrupt: self.status.corrupt.load(Ordering::Relaxed),
+        }
+    }
+
+    fn frame(&mut self, inferred: Inferred) -> Result<()> {
+        let Inferred {
+            frame,
+            map,
+            inference_ms,
+        } = inferred;
+        let now = Instant::now();
+        if let Some(last) = self.last_output {
+            // A short moving average: steady on the page, quick to follow changes.
+            let instant = 1.0 / now.duration_since(last).as_secs_f32().max(1e-6);
+            self.fps = if self.fps == 0.0 {
+                instant
+            } else {
+                0.9 * self.fps + 0.1 * instant
+            };
+        }
+        self.last_output = Some(now);
+        self.frames += 1;
+        let n = self.frames;
+
+        let (mut picture, counts) = self.overlay.render(&frame.image, &map)?;
+        let legend = self.overlay.legend(&self.settings.classes, &counts);
+        let info = HudInfo {
+            fps: self.fps,
+            inference_ms,
+            model: &self.settings.model,
+            no_signal: false,
+        };
+        hud::draw(&mut picture, &info, &legend);
+        let (width, height) = frame.image.dimensions();
+
+        if let Some(dir) = &self.sinks.masks {
+            let filter = self.settings.overlay.filter;
+            let ids = resample_labels(&map, width, height, filter);
+            let path = dir.join(format!("mask-{n:06}.png"));
+            ids.save(&path).map_err(|e| image_error(&path, e))?;
+        }
+        if let Some(dir) = &self.sinks.out {
+            let path = dir.join(format!("frame-{n:06}.jpg"));
+            let jpeg = encode_jpeg(&picture, self.settings.jpeg_quality)?;
+            std::fs::write(&path, jpeg).map_err(|e| io_error(&path, e))?;
+        }
+        if let Some(fb) = &mut self.sinks.fb {
+            show(fb, &picture)?;
+        }
+        let dropped = (self.dropped)();
+        let corrupt = self.status.corrupt.load(Ordering::Relaxed);
+        if let Some(published) = &self.sinks.http {
+            let stats = Stats {
+                frames: n,
+                fps: self.fps,
+                inference_ms,
+                dropped_frames: dropped,
+                corrupt_frames: corrupt,
+                model: self.settings.model.clone(),
+                width,
+                height,
+                classes_present: legend.clone(),
+                no_signal: false,
+            };
+            // Encoding costs; without viewers the snapshot only needs to be recent.
+            let due = self
+                .last_snapshot
+                .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
+            if published.clients() > 0 || due {
+                published.publish(encode_jpeg(&picture, self.settings.jpeg_quality)?, stats);
+                self.last_snapshot = Some(Instant::now());
+            } else {
+                published.set_stats(stats);
+                published.heartbeat();
+            }
+        }
+        if self.sinks.stats.is_some() {
+            // Every class present, the ignored one too: the stats are a histogram.
+            let present = counts.present(&self.settings.classes);
+            let line = FrameLine {
+                event: "frame",
+                frame: n,
+                seq: frame.seq,
+                time_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+                fps: self.fps,
+                inference_ms,
+                latency_ms: frame.captured.elapsed().as_secs_f32() * 1000.0,
+                dropped,
+                corrupt,
+                width,
+                height,
+                classes: &present,
+            };
+            self.stats_line(&line)?;
+        }
+        self.last_frame = Some(frame.image);
+        Ok(())
+    }
+
+    /// Keep the outputs alive while the source is away: the last frame (or a blank
+    /// one) under a "NO SIGNAL" banner, a few times a second.
+    fn no_signal(&mut self) -> Result<()> {
+        self.signal_report(true)?;
+        if self
+            .last_no_signal
+            .is_some_and(|t| t.elapsed() < NO_SIGNAL_EVERY)
+        {
+            return Ok(());
+        }
+        self.last_no_signal = Some(Instant::now());
+        self.last_output = None;
+        self.fps = 0.0;
+        let (w, h) = self.settings.blank_size;
+        let mut picture = self
+            .last_frame
+            .clone()
+            .unwrap_or_else(|| RgbImage::new(w, h));
+        let info = HudInfo {
+            fps: 0.0,
+            inference_ms: 0.0,
+            model: &self.settings.model,
+            no_signal: true,
+        };
+        hud::draw(&mut picture, &info, &[]);
+        if let Some(fb) = &mut self.sinks.fb {
+            show(fb, &picture)?;
+        }
+        if let Some(published) = &self.sinks.http {
+            let stats = Stats {
+                frames: self.frames,
+                dropped_frames: (self.dropped)(),
+                corrupt_frames: self.status.corrupt.load(Ordering::Relaxed),
+                model: self.settings.model.clone(),
+                width: picture.width(),
+                height: picture.height(),
+                no_signal: true,
+                ..Stats::default()
+            };
+            published.publish(encode_jpeg(&picture, self.settings.jpeg_quality)?, stats);
+        }
+        Ok(())
+    }
+
+    /// A `--stats` line when the signal state changes.
+    fn signal_report(&mut self, lost: bool) -> Result<()> {
+        if lost == self.reported_no_signal {
+            return Ok(());
+        }
+        self.reported_no_signal = lost;
+        if self.sinks.stats.is_none() {
+            return Ok(());
+        }
+        let detail = if lost {
+            self.status.last_problem().unwrap_or_default()
+        } else {
+            self.status.source()
+        };
+        let line = SignalLine {
+            event: if lost { "no_signal" } else { "signal" },
+            time_ms: self.start.elapsed().as_secs_f64() * 1000.0,
+            detail: &detail,
+        };
+        self.stats_line(&line)
+    }
+
+    fn stats_line(&mut self, line: &impl Serialize) -> Result<()> {
+        let out = self.sinks.stats.as_mut().expect("checked by the caller");
+        let text = serde_json::to_string(line).expect("stats serialise");
+        writeln!(out, "{text}")
+            .and_then(|()| out.flush())
+            .map_err(|e| io_error(Path::new("stdout"), e))
+    }
+}
+
+/// Show `picture` on the framebuffer, scaled down to fit it when larger.
+fn show(fb: &mut Framebuffer, picture: &RgbImage) -> Result<()> {
+    let (fw, fh) = fb.size();
+    let (pw, ph) = picture.dimensions();
+    if pw <= fw && ph <= fh {
+        return fb.show(picture);
+    }
+    let scale = (fw as f32 / pw as f32).min(fh as f32 / ph as f32);
+    let w = ((pw as f32 * scale).round() as u32).clamp(1, fw);
+    let h = ((ph as f32 * scale).round() as u32).clamp(1, fh);
+    fb.show(&imageops::resize(picture, w, h, FilterType::Triangle))
+}
+
+fn io_error(path: &Path, source: std::io::Error) -> Error {
+    Error::Io {
+        path: path.to_owned(),
+        source,
+    }
+}
+
+fn image_error(path: &Path, e: image::ImageError) -> Error {
+    match e {
+        image::ImageError::IoError(source) => io_error(path, source),
+        other => Error::Invalid(format!("{}: {other}", path.display())),
+    }
+}

@@ -1,0 +1,143 @@
+//! Helpers for tests of code that loads models, here and in the integration tests:
+//! tiny ONNX models whose outputs are easy to compute by hand. Not part of the API.
+
+use std::path::{Path, PathBuf};
+
+use crate::card::{ModelCard, OutputKind, Precision, CARD_VERSION};
+use crate::classes::ClassList;
+use crate::onnx_card::{encode, pb, set_card};
+use pb::attribute_proto::AttributeType;
+
+fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Ints as i32,
+        ints: values.to_vec(),
+        ..Default::default()
+    }
+}
+
+fn int(name: &str, value: i64) -> pb::AttributeProto {
+    pb::AttributeProto {
+        name: name.into(),
+        r#type: AttributeType::Int as i32,
+        i: value,
+        ..Default::default()
+    }
+}
+
+fn value_info(name: &str, elem: pb::tensor_proto::DataType, dims: &[i64]) -> pb::ValueInfoProto {
+    use pb::tensor_shape_proto::{dimension::Value, Dimension};
+    pb::ValueInfoProto {
+        name: name.into(),
+        r#type: Some(pb::TypeProto {
+            value: Some(pb::type_proto::Value::TensorType(pb::type_proto::Tensor {
+                elem_type: elem as i32,
+                shape: Some(pb::TensorShapeProto {
+                    dim: dims
+                        .iter()
+                        .map(|&d| Dimension {
+                            value: Some(Value::DimValue(d)),
+                            ..Default::default()
+                        })
+                        .collect(),
+                }),
+            })),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A 1×1 convolution with `classes` outputs whose weight for class c and input
+/// channel k is `c - k`, so the expected scores are easy to compute; optionally
+/// followed by ArgMax over the channels.
+pub fn conv_model(classes: usize, h: i64, w: i64, class_map: bool) -> pb::ModelProto {
+    use pb::tensor_proto::DataType;
+    let weights: Vec<f32> = (0..classes)
+        .flat_map(|c| (0..3).map(move |k| c as f32 - k as f32))
+        .collect();
+    let mut nodes = vec![pb::NodeProto {
+        op_type: "Conv".into(),
+        name: "conv".into(),
+        input: vec!["image".into(), "w".into()],
+        output: vec!["scores".into()],
+        attribute: vec![ints("kernel_shape", &[1, 1])],
+        ..Default::default()
+    }];
+    let output = if class_map {
+        nodes.push(pb::NodeProto {
+            op_type: "ArgMax".into(),
+            name: "argmax".into(),
+            input: vec!["scores".into()],
+            output: vec!["classes".into()],
+            attribute: vec![int("axis", 1), int("keepdims", 0)],
+            ..Default::default()
+        });
+        value_info("classes", DataType::Int64, &[1, h, w])
+    } else {
+        value_info("scores", DataType::Float, &[1, classes as i64, h, w])
+    };
+    pb::ModelProto {
+        ir_version: 8,
+        opset_import: vec![pb::OperatorSetIdProto {
+            domain: String::new(),
+            version: 17,
+        }],
+        graph: Some(pb::GraphProto {
+            name: "g".into(),
+            node: nodes,
+            initializer: vec![pb::TensorProto {
+                name: "w".into(),
+                dims: vec![classes as i64, 3, 1, 1],
+                data_type: DataType::Float as i32,
+                raw_data: weights.iter().flat_map(|v| v.to_le_bytes()).collect(),
+                ..Default::default()
+            }],
+            input: vec![value_info("image", DataType::Float, &[1, 3, h, w])],
+            output: vec![output],
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A card for [`conv_model`]: `classes`, input `height × width`, logits (output
+/// `scores`) or a class map (output `classes`).
+pub fn card(classes: ClassList, height: u32, width: u32, class_map: bool) -> ModelCard {
+    ModelCard {
+        format_version: CARD_VERSION,
+        name: "conv-test".into(),
+        architecture: "1x1-conv".into(),
+        classes,
+        input_name: "image".into(),
+        input_height: height,
+        input_width: width,
+        normalization: crate::IMAGENET,
+        output_name: if class_map { "classes" } else { "scores" }.into(),
+        output_kind: if class_map {
+            OutputKind::ClassMap
+        } else {
+            OutputKind::Logits
+        },
+        precision: Precision::F32,
+        training_validation: None,
+        export_validation: None,
+        quantization: None,
+    }
+}
+
+/// Write a [`conv_model`] with `card` (its classes and size) as `dir/name`.
+pub fn write_model(dir: &Path, name: &str, card: &ModelCard) -> PathBuf {
+    let class_map = card.output_kind == OutputKind::ClassMap;
+    let mut model = conv_model(
+        card.classes.len(),
+        card.input_height as i64,
+        card.input_width as i64,
+        class_map,
+    );
+    set_card(&mut model, card);
+    let path = dir.join(name);
+    std::fs::write(&path, encode(&model)).expect("write the test model");
+    path
+}

@@ -1,0 +1,395 @@
+//! The `seg-cam` binary end to end, with a tiny 1×1-convolution model written to a
+//! temporary folder (the real demo model is not needed).
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use image::{GrayImage, Rgb, RgbImage};
+use segcam::scene::scene_classes;
+use segcam::testing::{card, write_model};
+
+const SEG_CAM: &str = env!("CARGO_BIN_EXE_seg-cam");
+const DEADLINE: Duration = Duration::from_secs(20);
+
+/// The scene's 6 classes, 24×32 input.
+fn model(dir: &Path) -> PathBuf {
+    write_model(dir, "tiny.onnx", &card(scene_classes(), 24, 32, false))
+}
+
+fn seg_cam(args: &[&str]) -> Output {
+    Command::new(SEG_CAM)
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run seg-cam")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn json_lines(stdout: &[u8]) -> Vec<serde_json::Value> {
+    text(stdout)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{l}: {e}")))
+        .collect()
+}
+
+fn read_mask(path: &Path) -> GrayImage {
+    match image::open(path).unwrap() {
+        image::DynamicImage::ImageLuma8(g) => g,
+        other => panic!(
+            "{}: {:?}, expected 8-bit grey",
+            path.display(),
+            other.color()
+        ),
+    }
+}
+
+#[test]
+fn test_scene_for_five_frames_writes_five_masks_and_five_stats_lines() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let masks = dir.path().join("masks");
+    let out = seg_cam(&[
+        "test://",
+        "--model",
+        model.to_str().unwrap(),
+        "--frames",
+        "5",
+        "--save-masks",
+        masks.to_str().unwrap(),
+        "--stats",
+        "--http",
+        "off",
+        "--width",
+        "96",
+        "--height",
+        "64",
+        "--rate",
+        "100",
+        "--threads",
+        "1",
+        "--ignore-class",
+        "background",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+
+    let mut names: Vec<String> = std::fs::read_dir(&masks)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    let want: Vec<String> = (1..=5).map(|i| format!("mask-{i:06}.png")).collect();
+    assert_eq!(names, want);
+    let classes = scene_classes().len() as u8;
+    let mut seen = std::collections::BTreeSet::new();
+    for name in &names {
+        let mask = read_mask(&masks.join(name));
+        assert_eq!(
+            mask.dimensions(),
+            (96, 64),
+            "{name}: the frame's resolution"
+        );
+        for p in mask.pixels() {
+            assert!(p.0[0] < classes, "{name}: class id {}", p.0[0]);
+            seen.insert(p.0[0]);
+        }
+    }
+    assert!(
+        seen.len() >= 2,
+        "the scene gives more than one class: {seen:?}"
+    );
+
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 5, "{}", text(&out.stdout));
+    for (i, line) in lines.iter().enumerate() {
+        assert_eq!(line["event"], "frame");
+        assert_eq!(line["frame"], i as u64 + 1);
+        assert_eq!(
+            (line["width"].as_u64(), line["height"].as_u64()),
+            (Some(96), Some(64))
+        );
+        assert!(line["inference_ms"].as_f64().unwrap() > 0.0);
+        let fractions: f64 = line["classes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|c| {
+                assert!(c["index"].as_u64().unwrap() < classes as u64);
+                c["fraction"].as_f64().unwrap()
+            })
+            .sum();
+        assert!(
+            (fractions - 1.0).abs() < 1e-3,
+            "letterbox: every pixel has a class"
+        );
+    }
+}
+
+#[test]
+fn a_bad_model_file_exits_non_zero_naming_the_file_and_the_problem() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("broken-model.onnx");
+    std::fs::write(&bad, b"this is not a protobuf, just text").unwrap();
+    let out = seg_cam(&["test://", "--model", bad.to_str().unwrap(), "--http", "off"]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("broken-model.onnx") && err.contains("not an ONNX model"),
+        "{err}"
+    );
+
+    let missing = dir.path().join("missing.onnx");
+    let out = seg_cam(&[
+        "test://",
+        "--model",
+        missing.to_str().unwrap(),
+        "--http",
+        "off",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("missing.onnx") && err.contains("No such file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_folder_is_processed_image_by_image_skipping_and_counting_bad_files() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let images = dir.path().join("images");
+    std::fs::create_dir(&images).unwrap();
+    std::fs::write(images.join("0-broken.png"), "not a png").unwrap();
+    for (i, (w, h)) in [(80, 40), (40, 80), (64, 48)].into_iter().enumerate() {
+        let img = RgbImage::from_fn(w, h, |x, _| Rgb([(x * 3) as u8, 100, 200]));
+        img.save(images.join(format!("{}-shot.png", i + 1)))
+            .unwrap();
+    }
+    let (frames, masks) = (dir.path().join("frames"), dir.path().join("masks"));
+    let out = seg_cam(&[
+        images.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        frames.to_str().unwrap(),
+        "--save-masks",
+        masks.to_str().unwrap(),
+        "--resize",
+        "crop",
+        "--visualize",
+        "side-by-side",
+        "--stats",
+        "--http",
+        "off",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let lines = json_lines(&out.stdout);
+    assert_eq!(lines.len(), 3, "every image, none dropped");
+    assert_eq!(lines[2]["corrupt"], 1);
+    assert_eq!(lines[2]["dropped"], 0);
+    for (i, (w, h)) in [(80, 40), (40, 80), (64, 48)].into_iter().enumerate() {
+        let n = i + 1;
+        let mask = read_mask(&masks.join(format!("mask-{n:06}.png")));
+        assert_eq!(mask.dimensions(), (w, h));
+        let frame = image::open(frames.join(format!("frame-{n:06}.jpg"))).unwrap();
+        assert_eq!((frame.width(), frame.height()), (2 * w, h), "side by side");
+    }
+    // Crop: a 2:1 image seen through a 4:3 input leaves its sides void (255).
+    let wide = read_mask(&masks.join("mask-000001.png"));
+    assert_eq!(wide.get_pixel(0, 20).0[0], 255);
+    assert!(wide.get_pixel(40, 20).0[0] < 6);
+}
+
+/// A running seg-cam whose stderr is read on a thread (for the HTTP address).
+struct Running {
+    child: Child,
+    stderr: mpsc::Receiver<String>,
+    log: Vec<String>,
+}
+
+impl Running {
+    fn start(args: &[&str]) -> Self {
+        let mut child = Command::new(SEG_CAM)
+            .args(args)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let (tx, stderr) = mpsc::channel();
+        let pipe = child.stderr.take().unwrap();
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Self {
+            child,
+            stderr,
+            log: Vec::new(),
+        }
+    }
+
+    /// The address after "serving http://".
+    fn address(&mut self) -> String {
+        let start = Instant::now();
+        while start.elapsed() < DEADLINE {
+            if let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(100)) {
+                self.log.push(line.clone());
+                if let Some(rest) = line.split("serving http://").nth(1) {
+                    return rest.split('/').next().unwrap().to_string();
+                }
+            }
+        }
+        panic!("no address in {:?}", self.log);
+    }
+
+    /// Send `signal` and wait for a clean exit; returns stdout.
+    fn stop_with(mut self, signal: &str) -> String {
+        let pid = self.child.id().to_string();
+        let killed = Command::new("kill").args([signal, &pid]).status().unwrap();
+        assert!(killed.success());
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                assert!(status.success(), "exit {status:?}: {:?}", self.log);
+                break;
+            }
+            assert!(start.elapsed() < DEADLINE, "did not stop on {signal}");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut stdout = String::new();
+        self.child
+            .stdout
+            .take()
+            .unwrap()
+            .read_to_string(&mut stdout)
+            .unwrap();
+        stdout
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// GET `path`: status code and body.
+fn get(addr: &str, path: &str) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw.windows(4).position(|w| w == b"\r\n\r\n").unwrap();
+    let head = text(&raw[..split]);
+    let code = head.split(' ').nth(1).unwrap().parse().unwrap();
+    (code, raw[split + 4..].to_vec())
+}
+
+fn stats(addr: &str) -> serde_json::Value {
+    serde_json::from_slice(&get(addr, "/stats.json").1).unwrap()
+}
+
+fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !done() {
+        assert!(start.elapsed() < DEADLINE, "waited too long for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+#[test]
+fn the_page_serves_live_frames_and_sigint_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut run = Running::start(&[
+        "test://",
+        "--model",
+        model.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+        "--width",
+        "96",
+        "--height",
+        "64",
+        "--rate",
+        "30",
+        "--threads",
+        "1",
+    ]);
+    let addr = run.address();
+    wait_for("frames", || {
+        stats(&addr)["frames"].as_u64().unwrap_or(0) >= 3
+    });
+    let s = stats(&addr);
+    assert_eq!(s["no_signal"], false);
+    assert_eq!(s["model"], "conv-test");
+    assert_eq!(
+        (s["width"].as_u64(), s["height"].as_u64()),
+        (Some(96), Some(64))
+    );
+    let (code, jpeg) = get(&addr, "/snapshot.jpg");
+    assert_eq!(code, 200);
+    let snapshot = image::load_from_memory(&jpeg).unwrap();
+    assert_eq!((snapshot.width(), snapshot.height()), (96, 64));
+    let (code, page) = get(&addr, "/");
+    assert_eq!(code, 200);
+    assert!(text(&page).contains("/stream.mjpg"));
+    let (_, metrics) = get(&addr, "/metrics");
+    assert!(text(&metrics).contains("segcam_frames_total"));
+    run.stop_with("-INT");
+}
+
+#[test]
+fn a_missing_camera_shows_no_signal_and_sigterm_stops_cleanly() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut run = Running::start(&[
+        "v4l2:///dev/video97",
+        "--model",
+        model.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+        "--stats",
+        "--width",
+        "64",
+        "--height",
+        "48",
+    ]);
+    let addr = run.address();
+    wait_for("no signal", || stats(&addr)["no_signal"] == true);
+    assert_eq!(
+        get(&addr, "/healthz").0,
+        200,
+        "the pipeline itself is alive"
+    );
+    // The page's picture is the "no signal" frame.
+    let (code, jpeg) = get(&addr, "/snapshot.jpg");
+    assert_eq!(code, 200);
+    let snapshot = image::load_from_memory(&jpeg).unwrap();
+    assert_eq!((snapshot.width(), snapshot.height()), (64, 48));
+    let stdout = run.stop_with("-TERM");
+    let first = json_lines(stdout.as_bytes()).remove(0);
+    assert_eq!(first["event"], "no_signal");
+    assert!(
+        first["detail"].as_str().unwrap().contains("/dev/video97"),
+        "{first}"
+    );
+}
