@@ -11,16 +11,13 @@ mod common;
 
 use common::fixtures::{class_list, images, info, listing, max_abs, random_checkpoint, refused};
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
-use image::RgbImage;
-use seg_host::checkpoint::{self, CheckpointInfo, EpochRecord};
+use seg_host::checkpoint;
 use seg_host::export::{self, verify, ExportOptions, Upsampler};
-use seg_host::model::Fcn;
 use segcam::engine::argmax;
 use segcam::onnx_card;
-use segcam::{ClassList, Engine};
-use tch::nn::{self, ModuleT};
+use segcam::Engine;
 use tch::{Device, Kind, Tensor};
 
 const TOLERANCE: f64 = 1e-3;

@@ -213,9 +213,7 @@ mod tests {
     fn the_percentile_range_clips_rare_outliers() {
         // 1000 values spread over 0..10 in bins 0..1000, one outlier in the last bin.
         let mut hist = vec![0u64; BINS];
-        for b in 0..1000 {
-            hist[b] = 1;
-        }
+        hist[..1000].fill(1);
         hist[BINS - 1] = 1;
         let (lo, hi) = (0.0, BINS as f32 / 100.0);
         let near = |x: f32, y: f32| (x - y).abs() < 1e-4;

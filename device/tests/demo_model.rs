@@ -1,0 +1,39 @@
+//! The demo model in `models/` (rebuilt by `just demo-model`): an int8 model whose card
+//! matches the generated test scene, and which segments scenes it never saw.
+
+use std::path::Path;
+
+use segcam::card::Precision;
+use segcam::scene::{render, scene_classes};
+use segcam::{ConfusionMatrix, Engine};
+
+#[test]
+fn the_demo_model_segments_unseen_test_scenes() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/demo.int8.onnx");
+    let size = std::fs::metadata(&path)
+        .expect("models/demo.int8.onnx")
+        .len();
+    assert!(size < 15_000_000, "the demo model is {size} bytes");
+    let engine = Engine::load(&path, 2).unwrap();
+    let card = engine.card();
+    assert_eq!(card.precision, Precision::Int8);
+    assert_eq!(card.classes, scene_classes());
+    let quantization = card.quantization.as_ref().expect("how it was quantized");
+    let (f, q) = (
+        quantization.f32_validation.expect("f32 figures"),
+        card.export_validation.expect("int8 figures"),
+    );
+    assert!(f.pixel_accuracy - q.pixel_accuracy <= 0.01 && f.mean_iou - q.mean_iou <= 0.02);
+
+    // Scenes from a seed the training data (seed 7) did not use.
+    let (w, h) = engine.input_size();
+    let mut matrix = ConfusionMatrix::new(card.classes.len());
+    for k in 0..2 {
+        let scene = render(1234, k, w, h);
+        let predicted = engine.classify(&scene.image).unwrap();
+        matrix.add(scene.labels.as_raw(), predicted.as_raw());
+    }
+    let (acc, miou) = (matrix.pixel_accuracy(), matrix.mean_iou());
+    assert!(acc > 0.85, "pixel accuracy {acc:.3} on unseen scenes");
+    assert!(miou > 0.3, "mIoU {miou:.3} on unseen scenes");
+}
