@@ -64,18 +64,9 @@ impl Engine {
             let output = typed.output_outlets().map_err(tract)?[0];
             typed.select_output_outlets(&[output]).map_err(tract)?;
         }
-        let executor = if threads > 1 {
-            Executor::multithread(threads)
-        } else {
-            Executor::SingleThread
-        };
-        let options = RunOptions {
-            executor: Some(executor),
-            ..Default::default()
-        };
         let plan = typed
             .into_optimized()
-            .and_then(|m| m.into_runnable_with_options(&options))
+            .and_then(|m| m.into_runnable_with_options(&run_options(threads)))
             .map_err(tract)?;
         Ok(Self {
             path: path.to_owned(),
@@ -149,6 +140,20 @@ impl Engine {
             Output::Logits(scores) => argmax(&scores, self.card.classes.len(), w, h),
             Output::ClassMap(map) => map,
         })
+    }
+}
+
+/// tract's run options for `threads`: ≤ 1 runs on the calling thread, more on a private
+/// pool of that many threads.
+pub fn run_options(threads: usize) -> RunOptions {
+    let executor = if threads > 1 {
+        Executor::multithread(threads)
+    } else {
+        Executor::SingleThread
+    };
+    RunOptions {
+        executor: Some(executor),
+        ..Default::default()
     }
 }
 

@@ -9,7 +9,9 @@
 
 mod common;
 
-use common::fixtures::{class_list, images, info, listing, max_abs, random_checkpoint, refused};
+use common::fixtures::{
+    class_list, images, info, listing, max_abs, onnxruntime_logits, random_checkpoint, refused,
+};
 
 use std::path::Path;
 
@@ -89,17 +91,7 @@ fn exported_models_agree_with_tch_tract_and_onnxruntime() {
         );
 
         // (b) onnx.checker and onnxruntime.
-        let x =
-            Tensor::from_slice(&inputs.concat()).view([inputs.len() as i64, 3, h as i64, w as i64]);
-        Tensor::write_safetensors(&[("x", x)], dir.path().join("inputs.safetensors")).unwrap();
-        let said = common::run_python(&[
-            common::reference_script("check_onnx.py").as_str(),
-            out.to_str().unwrap(),
-            dir.path().to_str().unwrap(),
-        ]);
-        eprintln!("{said}");
-        let ort = Tensor::read_safetensors(dir.path().join("onnxruntime.safetensors")).unwrap();
-        let ort: Vec<f32> = Vec::try_from(ort[0].1.flatten(0, -1)).unwrap();
+        let ort = onnxruntime_logits(&out, dir.path(), &inputs, h, w);
         let diff = max_abs(&ort, &reference.concat());
         eprintln!("{upsampler:?}: onnxruntime vs tch max abs diff {diff:.2e}");
         assert!(

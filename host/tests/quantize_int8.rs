@@ -8,14 +8,13 @@ mod common;
 
 use std::path::{Path, PathBuf};
 
-use common::fixtures::{images, listing, max_abs, random_checkpoint, refused};
+use common::fixtures::{images, listing, max_abs, onnxruntime_logits, random_checkpoint, refused};
 use seg_host::export::{self, verify, ExportOptions};
 use seg_host::quantize::{self, Method, QuantizeOptions};
 use segcam::card::Precision;
 use segcam::engine::{argmax, Output};
 use segcam::onnx_card;
 use segcam::Engine;
-use tch::Tensor;
 
 const H: u32 = 64;
 const W: u32 = 96;
@@ -136,16 +135,7 @@ fn int8_models_run_integer_convolutions_and_agree_with_onnxruntime() {
     assert!(agreement > 0.9, "int8 vs f32 class agreement {agreement}");
 
     // onnxruntime reads the same file (checker, opset, card) and computes what tract does.
-    let x = Tensor::from_slice(&inputs.concat()).view([inputs.len() as i64, 3, H as i64, W as i64]);
-    Tensor::write_safetensors(&[("x", x)], dir.path().join("inputs.safetensors")).unwrap();
-    let said = common::run_python(&[
-        common::reference_script("check_onnx.py").as_str(),
-        out.to_str().unwrap(),
-        dir.path().to_str().unwrap(),
-    ]);
-    eprintln!("{said}");
-    let ort = Tensor::read_safetensors(dir.path().join("onnxruntime.safetensors")).unwrap();
-    let ort: Vec<f32> = Vec::try_from(ort[0].1.flatten(0, -1)).unwrap();
+    let ort = onnxruntime_logits(&out, dir.path(), &inputs, H, W);
     let ours = int8_logits.concat();
     let range = ours.iter().fold(0f32, |m, v| m.max(v.abs())) as f64;
     let diff = max_abs(&ort, &ours) / range;

@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use segcam::onnx_card::pb;
-use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
 use super::rewrite::QParams;
@@ -70,15 +69,7 @@ impl Observer {
                 ..Default::default()
             })
             .collect();
-        let executor = if threads > 1 {
-            Executor::multithread(threads)
-        } else {
-            Executor::SingleThread
-        };
-        let options = RunOptions {
-            executor: Some(executor),
-            ..Default::default()
-        };
+        let options = segcam::engine::run_options(threads);
         let plan = tract_onnx::onnx()
             .model_for_proto_model(&proto)
             .and_then(|mut m| {

@@ -116,3 +116,25 @@ pub fn refused<T: std::fmt::Debug>(result: anyhow::Result<T>, words: &[&str]) {
         assert!(msg.contains(w), "'{w}' not in: {msg}");
     }
 }
+
+/// onnxruntime's logits for `inputs` (each 3×h×w, normalised) through
+/// `reference/check_onnx.py`, which first checks the file with `onnx.checker`, its
+/// opset and its card. Works in `dir`.
+pub fn onnxruntime_logits(
+    model: &Path,
+    dir: &Path,
+    inputs: &[Vec<f32>],
+    h: u32,
+    w: u32,
+) -> Vec<f32> {
+    let x = Tensor::from_slice(&inputs.concat()).view([inputs.len() as i64, 3, h as i64, w as i64]);
+    Tensor::write_safetensors(&[("x", x)], dir.join("inputs.safetensors")).unwrap();
+    let said = super::run_python(&[
+        super::reference_script("check_onnx.py").as_str(),
+        model.to_str().unwrap(),
+        dir.to_str().unwrap(),
+    ]);
+    eprintln!("{said}");
+    let ort = Tensor::read_safetensors(dir.join("onnxruntime.safetensors")).unwrap();
+    Vec::try_from(ort[0].1.flatten(0, -1)).unwrap()
+}
