@@ -1,4 +1,4 @@
-//! Time per node of a model in tract: `profile_model MODEL H W` (development aid).
+//! Time per node of a model in tract: `profile_model MODEL H W [--kernels]` (development aid).
 use std::collections::HashMap;
 use std::time::Instant;
 
@@ -7,6 +7,7 @@ use tract_onnx::prelude::*;
 fn main() -> TractResult<()> {
     let args: Vec<String> = std::env::args().collect();
     let (h, w): (usize, usize) = (args[2].parse()?, args[3].parse()?);
+    let kernels = args.get(4).is_some_and(|a| a == "--kernels");
     let plan = tract_onnx::onnx()
         .model_for_path(&args[1])?
         .with_input_fact(0, f32::fact([1, 3, h, w]).into())?
@@ -20,14 +21,15 @@ fn main() -> TractResult<()> {
         state.run_plan_with_eval(tvec![input.clone()], |ctx, st, node, inputs| {
             let t = Instant::now();
             let r = tract_onnx::tract_core::plan::eval(ctx, st, node, inputs);
-            let e = times.entry(node.name.clone()).or_insert((
-                0.0,
-                if std::env::var("DBG").is_ok() {
+            let e = times.entry(node.name.clone()).or_insert_with(|| {
+                // With --kernels, the op's details: which matmul kernel tract chose.
+                let op = if kernels {
                     format!("{:?}", node.op).chars().take(600).collect()
                 } else {
-                    format!("{}", node.op)
-                },
-            ));
+                    node.op.to_string()
+                };
+                (0.0, op)
+            });
             e.0 += t.elapsed().as_secs_f64() * 1e3;
             r
         })?;
