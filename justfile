@@ -7,6 +7,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 torch_env := "scripts/torch-env"
 seg_host := "target/release/seg-host"
+board_target := "aarch64-unknown-linux-musl"
+board_bin := "target/" + board_target + "/release/seg-cam"
 
 # Show the recipes.
 default:
@@ -73,9 +75,33 @@ bench-train crop="320x480" batch="8" rounds="2":
     {{torch_env}} cargo build --release -q -p seg-host
     {{torch_env}} bench/train-speed {{crop}} {{batch}} {{rounds}}
 
-# Every test of the workspace (builds what it needs first).
+# Cross-compile seg-cam for aarch64 boards: one static (musl) binary for any L4T or Raspberry Pi OS.
+build-board:
+    scripts/setup-cross
+    cargo build --release --target {{board_target}} -p segcam --bin seg-cam
+    @echo "board binary: {{board_bin}} ($(du -h {{board_bin}} | cut -f1), static aarch64)"
+
+# Ship seg-cam, a model and a config to a board over SSH: just deploy board=pi@raspberrypi.local [model=FILE] [config=FILE]
+deploy *settings: build-board
+    deploy/deploy deploy {{settings}}
+
+# Put the board back on the release it ran before: just rollback board=pi@raspberrypi.local
+rollback *settings:
+    deploy/deploy rollback {{settings}}
+
+# The board's release, uptime and frames/s: just status board=pi@raspberrypi.local
+status *settings:
+    deploy/deploy status {{settings}}
+
+# The last lines of seg-cam's log on the board: just logs board=pi@raspberrypi.local [lines=100]
+logs *settings:
+    deploy/deploy logs {{settings}}
+
+# Every test of the workspace (installs the test tools and builds what the tests run first).
 test:
+    scripts/setup-test-tools
     {{torch_env}} cargo build --workspace --bins
+    {{just_executable()}} build-board
     {{torch_env}} cargo test --workspace
 
 # Formatting and lints, as CI's reviewers expect them.

@@ -1,6 +1,8 @@
 //! The `seg-cam` binary end to end, with a tiny 1×1-convolution model written to a
 //! temporary folder (the real demo model is not needed).
 
+mod chromium;
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::{Path, PathBuf};
@@ -392,4 +394,87 @@ fn a_missing_camera_shows_no_signal_and_sigterm_stops_cleanly() {
         first["detail"].as_str().unwrap().contains("/dev/video97"),
         "{first}"
     );
+}
+
+/// What the page shows, measured inside the browser: the stream image drawn into a
+/// canvas (size, brightness spread, a hash), then again 1.5 s later, with the
+/// stats panel's text each time.
+const LOOK_AT_THE_PAGE: &str = r##"(async () => {
+  const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+  const $ = (id) => document.getElementById(id);
+  for (let i = 0; i < 150 && !$("stream"); i++) await sleep(100);
+  const img = $("stream");
+  for (let i = 0; i < 150 && !(img.naturalWidth > 0 && $("fps").textContent !== "–"); i++) await sleep(100);
+  const look = () => {
+    const c = document.createElement("canvas");
+    c.width = img.naturalWidth; c.height = img.naturalHeight;
+    const g = c.getContext("2d");
+    g.drawImage(img, 0, 0);
+    const d = g.getImageData(0, 0, c.width, c.height).data;
+    let sum = 0, squares = 0, hash = 0;
+    for (let i = 0; i < d.length; i += 4) {
+      const v = d[i] + d[i + 1] + d[i + 2];
+      sum += v; squares += v * v; hash = (hash * 31 + v) >>> 0;
+    }
+    const n = d.length / 4, mean = sum / n;
+    return { width: c.width, height: c.height, spread: Math.sqrt(squares / n - mean * mean), hash,
+             frames: Number($("frames").textContent), fps: Number($("fps").textContent) };
+  };
+  const first = look();
+  await sleep(1500);
+  const second = look();
+  return { first, second, model: $("model").textContent, status: $("status").textContent,
+           legend: [...document.querySelectorAll("#legend li")].map((li) => li.textContent) };
+})()"##;
+
+#[test]
+fn the_page_in_headless_chromium_shows_changing_frames_and_live_stats() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut run = Running::start(&[
+        "test://",
+        "--model",
+        model.to_str().unwrap(),
+        "--http",
+        "127.0.0.1:0",
+        "--width",
+        "160",
+        "--height",
+        "120",
+        "--rate",
+        "15",
+        "--threads",
+        "1",
+    ]);
+    let addr = run.address();
+    let mut browser = chromium::Chromium::start();
+    let page = browser.open(&format!("http://{addr}/"));
+    let seen = browser.evaluate(&page, LOOK_AT_THE_PAGE);
+    let (first, second) = (&seen["first"], &seen["second"]);
+    for look in [first, second] {
+        assert_eq!(
+            (look["width"].as_u64(), look["height"].as_u64()),
+            (Some(160), Some(120)),
+            "the stream shows frames at the camera's size: {seen}"
+        );
+        assert!(
+            look["spread"].as_f64().unwrap() > 10.0,
+            "a frame with content, not a blank one: {seen}"
+        );
+        assert!(look["fps"].as_f64().unwrap() > 0.0, "{seen}");
+    }
+    assert_ne!(first["hash"], second["hash"], "the picture moves: {seen}");
+    assert!(
+        second["frames"].as_u64() > first["frames"].as_u64(),
+        "the frame count updates: {seen}"
+    );
+    assert_eq!(seen["model"], "conv-test");
+    assert_eq!(seen["status"], "live");
+    let legend = seen["legend"].as_array().unwrap();
+    assert!(
+        !legend.is_empty() && legend.iter().all(|l| l.as_str().unwrap().contains('%')),
+        "the legend lists classes with their share: {seen}"
+    );
+    drop(browser);
+    run.stop_with("-INT");
 }

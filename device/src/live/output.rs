@@ -73,6 +73,10 @@ struct FrameLine<'a> {
     inference_ms: f32,
     /// Capture to output.
     latency_ms: f32,
+    /// Drawing the overlay, HUD and legend onto the frame.
+    overlay_ms: f32,
+    /// Encoding the picture as JPEG (null when no output needed one this frame).
+    jpeg_ms: Option<f32>,
     dropped: u64,
     corrupt: u64,
     width: u32,
@@ -192,6 +196,7 @@ impl Stage<'_> {
         self.frames += 1;
         let n = self.frames;
 
+        let drawing = Instant::now();
         let (mut picture, counts) = self.overlay.render(&frame.image, &map)?;
         let legend = self.overlay.legend(&self.settings.classes, &counts);
         let info = HudInfo {
@@ -201,7 +206,19 @@ impl Stage<'_> {
             no_signal: false,
         };
         hud::draw(&mut picture, &info, &legend);
+        let overlay_ms = drawing.elapsed().as_secs_f32() * 1000.0;
         let (width, height) = frame.image.dimensions();
+        // Encoded at most once per frame, for whichever outputs want it.
+        let mut jpeg_ms = None;
+        let mut jpeg = None;
+        let mut encoded = |picture: &RgbImage| -> Result<Vec<u8>> {
+            if jpeg.is_none() {
+                let encoding = Instant::now();
+                jpeg = Some(encode_jpeg(picture, self.settings.jpeg_quality)?);
+                jpeg_ms = Some(encoding.elapsed().as_secs_f32() * 1000.0);
+            }
+            Ok(jpeg.clone().expect("just encoded"))
+        };
 
         if let Some(dir) = &self.sinks.masks {
             let filter = self.settings.overlay.filter;
@@ -211,8 +228,7 @@ impl Stage<'_> {
         }
         if let Some(dir) = &self.sinks.out {
             let path = dir.join(format!("frame-{n:06}.jpg"));
-            let jpeg = encode_jpeg(&picture, self.settings.jpeg_quality)?;
-            std::fs::write(&path, jpeg).map_err(|e| io_error(&path, e))?;
+            std::fs::write(&path, encoded(&picture)?).map_err(|e| io_error(&path, e))?;
         }
         if let Some(fb) = &mut self.sinks.fb {
             show(fb, &picture)?;
@@ -237,7 +253,7 @@ impl Stage<'_> {
                 .last_snapshot
                 .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
             if published.clients() > 0 || due {
-                published.publish(encode_jpeg(&picture, self.settings.jpeg_quality)?, stats);
+                published.publish(encoded(&picture)?, stats);
                 self.last_snapshot = Some(Instant::now());
             } else {
                 published.set_stats(stats);
@@ -255,6 +271,8 @@ impl Stage<'_> {
                 fps: self.fps,
                 inference_ms,
                 latency_ms: frame.captured.elapsed().as_secs_f32() * 1000.0,
+                overlay_ms,
+                jpeg_ms,
                 dropped,
                 corrupt,
                 width,

@@ -97,8 +97,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     let mut model = graph::build(&vs.variables(), &spec)
         .with_context(|| format!("{}: cannot build the graph", opts.checkpoint.display()))?;
 
+    // Named after the file the user asked for ("demo.onnx" → "demo"), not the
+    // checkpoint, whose name is usually just "best".
     let name = opts
-        .checkpoint
+        .out
         .file_stem()
         .map_or_else(|| ARCHITECTURE.into(), |s| s.to_string_lossy().into_owned());
     let mut card = card(&info, name, &spec);

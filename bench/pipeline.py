@@ -1,0 +1,136 @@
+#!/usr/bin/env python3
+"""The live pipeline measured from outside: seg-cam on test:// with a viewer on the
+MJPEG stream, its --stats lines and its resident memory (sampled from /proc).
+
+    bench/pipeline.py SEG_CAM MODEL [--seconds 60] [--width 640] [--height 480]
+                      [--threads 0] [--out FILE.json]
+
+Reports whole-pipeline frames/s against 1 / (median inference time) (the pipeline
+can go no faster than inference, so 1.0 is the ceiling), overlay and JPEG time per
+frame, and resident memory over the run. Standard library only.
+"""
+import argparse
+import json
+import os
+import platform
+import socket
+import statistics
+import subprocess
+import sys
+import threading
+import time
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def rss_mib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    return None
+
+
+def viewer(port, stop):
+    """Read the MJPEG stream like a browser would, and throw it away."""
+    while not stop.is_set():
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+                s.sendall(b"GET /stream.mjpg HTTP/1.1\r\nHost: bench\r\n\r\n")
+                while not stop.is_set() and s.recv(1 << 16):
+                    pass
+        except OSError:
+            time.sleep(0.2)
+
+
+def spread(values):
+    values = sorted(values)
+    if not values:
+        return None
+    q = lambda p: values[min(len(values) - 1, int(p * len(values)))]
+    return {"median": statistics.median(values), "p10": q(0.1), "p90": q(0.9), "n": len(values)}
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("seg_cam")
+    ap.add_argument("model")
+    ap.add_argument("--seconds", type=float, default=60)
+    ap.add_argument("--width", type=int, default=640)
+    ap.add_argument("--height", type=int, default=480)
+    ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--warmup", type=float, default=5, help="seconds left out of the figures")
+    ap.add_argument("--out")
+    args = ap.parse_args()
+
+    port = free_port()
+    cmd = [args.seg_cam, "test://", "--model", args.model, "--width", str(args.width),
+           "--height", str(args.height), "--rate", "60", "--threads", str(args.threads),
+           "--http", f"127.0.0.1:{port}", "--stats"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    lines = []
+    reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
+    reader.start()
+    stop = threading.Event()
+    threading.Thread(target=viewer, args=(port, stop), daemon=True).start()
+
+    start = time.monotonic()
+    memory = []  # (seconds, MiB)
+    next_sample = 0.0
+    while (elapsed := time.monotonic() - start) < args.seconds:
+        if proc.poll() is not None:
+            sys.exit(f"seg-cam stopped early with status {proc.returncode}: {' '.join(cmd)}")
+        if elapsed >= next_sample:
+            memory.append((round(elapsed, 1), rss_mib(proc.pid)))
+            next_sample += max(1.0, args.seconds / 120)
+        time.sleep(0.2)
+    proc.send_signal(2)  # SIGINT: seg-cam stops cleanly and flushes its stats
+    proc.wait(timeout=30)
+    stop.set()
+    reader.join(timeout=5)
+
+    frames = [json.loads(l) for l in lines if l.startswith("{")]
+    frames = [f for f in frames if f.get("event") == "frame" and f["time_ms"] >= args.warmup * 1000]
+    if len(frames) < 2:
+        sys.exit(f"seg-cam gave {len(frames)} frames after the warm-up; run longer")
+    span_s = (frames[-1]["time_ms"] - frames[0]["time_ms"]) / 1000
+    fps = (len(frames) - 1) / span_s
+    inference = spread([f["inference_ms"] for f in frames])
+    ceiling = 1000 / inference["median"]
+    after_warmup = [m for t, m in memory if t >= args.warmup and m is not None]
+    result = {
+        "model": os.path.basename(args.model),
+        "input": f"test:// {args.width}x{args.height}",
+        "threads": args.threads,
+        "seconds": args.seconds,
+        "frames": len(frames),
+        "pipeline_fps": fps,
+        "inference_ms": inference,
+        "fps_over_inference_ceiling": fps / ceiling,
+        "overlay_ms": spread([f["overlay_ms"] for f in frames]),
+        "jpeg_ms": spread([f["jpeg_ms"] for f in frames if f.get("jpeg_ms") is not None]),
+        "latency_ms": spread([f["latency_ms"] for f in frames]),
+        "dropped": frames[-1]["dropped"],
+        "rss_mib": {"first": after_warmup[0], "last": after_warmup[-1], "max": max(after_warmup),
+                    "samples": memory},
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores",
+    }
+    if args.out:
+        with open(args.out, "w") as f:
+            json.dump(result, f, indent=2)
+    o, j, r = result["overlay_ms"], result["jpeg_ms"], result["rss_mib"]
+    print(f"pipeline on {result['input']}, {result['model']}, threads {args.threads}, {args.seconds:.0f} s:")
+    print(f"  frames/s {fps:.2f} vs 1/inference {ceiling:.2f} (median inference {inference['median']:.1f} ms)"
+          f" → ratio {result['fps_over_inference_ceiling']:.2f}")
+    print(f"  overlay {o['median']:.1f} ms, JPEG {j['median']:.1f} ms per frame (medians)"
+          if j else f"  overlay {o['median']:.1f} ms per frame (median); no JPEG encoded")
+    print(f"  resident memory after warm-up: first {r['first']:.1f} MiB, last {r['last']:.1f} MiB,"
+          f" max {r['max']:.1f} MiB")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,172 @@
+//! The board build of `seg-cam` (static aarch64, `just build-board`) on an emulated
+//! aarch64 board with a real kernel V4L2 driver (`vivid`, board/vivid-board): format
+//! negotiation, mmap streaming and pixel-format conversion against the kernel, not
+//! against our own idea of it.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use image::RgbImage;
+use segcam::scene::scene_classes;
+use segcam::testing::{card, write_model};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
+/// `$SEGCAM_BOARD_BIN`, else what `just build-board` writes.
+fn board_binary() -> PathBuf {
+    let path = std::env::var_os("SEGCAM_BOARD_BIN").map_or_else(
+        || {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| workspace().join("target"), PathBuf::from);
+            target.join("aarch64-unknown-linux-musl/release/seg-cam")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{}: no board build of seg-cam; run `just build-board` (`just test` does)",
+        path.display()
+    );
+    path
+}
+
+/// Boot the board with `share` at /share, run the board's seg-cam with `args`;
+/// returns the exit status and the console.
+fn on_board(share: &Path, args: &[&str]) -> (i32, String) {
+    let status = Command::new(workspace().join("board/vivid-board"))
+        .arg(share)
+        .arg(board_binary())
+        .args(args)
+        .env("BOARD_TIMEOUT", "240")
+        .output()
+        .expect("run board/vivid-board");
+    let console = std::fs::read_to_string(share.join("console.log")).unwrap_or_default();
+    let code = status.status.code().unwrap_or(-1);
+    (code, console)
+}
+
+fn files(dir: &Path) -> Vec<PathBuf> {
+    let mut names: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .map(|e| e.unwrap().path())
+        .collect();
+    names.sort();
+    names
+}
+
+/// vivid's picture is eight colour bars: along a row below the HUD and legend (top
+/// left), count the distinct colours (each channel read as low, middle or high) of
+/// the centres of bars 2 to 8.
+fn bar_colours(frame: &RgbImage) -> usize {
+    let y = frame.height() * 7 / 8;
+    let mut seen = std::collections::BTreeSet::new();
+    for bar in 1..8 {
+        let x = frame.width() * (2 * bar + 1) / 16;
+        let p = frame.get_pixel(x, y).0;
+        seen.insert(p.map(|c| c / 86));
+    }
+    seen.len()
+}
+
+#[test]
+fn board_build_lists_and_captures_the_kernel_camera() {
+    let share = tempfile::tempdir().unwrap();
+    let (code, console) = on_board(share.path(), &["--list-cameras"]);
+    assert_eq!(code, 0, "{console}");
+    assert!(console.contains("BOARD: camera /dev/video0"), "{console}");
+    for want in ["/dev/video0", "YUYV", "NV12", "640×480 @ 25"] {
+        assert!(
+            console.contains(want),
+            "--list-cameras lacks {want}: {console}"
+        );
+    }
+
+    write_model(
+        share.path(),
+        "model.onnx",
+        &card(scene_classes(), 24, 32, false),
+    );
+    for (format, width, height) in [("yuyv", 640, 480), ("nv12", 320, 180)] {
+        for dir in ["masks", "frames"] {
+            let _ = std::fs::remove_dir_all(share.path().join(dir));
+        }
+        let (w, h) = (width.to_string(), height.to_string());
+        let (code, console) = on_board(
+            share.path(),
+            &[
+                "v4l2:///dev/video0",
+                "--model",
+                "/share/model.onnx",
+                "--pixel-format",
+                format,
+                "--width",
+                &w,
+                "--height",
+                &h,
+                "--rate",
+                "30",
+                "--frames",
+                "10",
+                "--save-masks",
+                "/share/masks",
+                "--out",
+                "/share/frames",
+                "--alpha",
+                "0",
+                "--stats",
+                "--http",
+                "off",
+            ],
+        );
+        assert_eq!(code, 0, "{format}: {console}");
+        let fourcc = format.to_uppercase();
+        assert!(
+            console.contains(&format!("input: /dev/video0 {fourcc} {width}×{height}")),
+            "{format}: the negotiated format is not in the log: {console}"
+        );
+        let frames: Vec<_> = console
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+            .filter(|s| s["event"] == "frame")
+            .collect();
+        assert_eq!(frames.len(), 10, "{format}: {console}");
+        assert!(frames
+            .iter()
+            .all(|s| s["width"] == width && s["height"] == height));
+
+        let masks = files(&share.path().join("masks"));
+        assert_eq!(masks.len(), 10, "{format}: {masks:?}");
+        for path in &masks {
+            let mask = image::open(path).unwrap().into_luma8();
+            assert_eq!(mask.dimensions(), (width, height), "{}", path.display());
+            let classes = scene_classes().len() as u8;
+            assert!(
+                mask.pixels().all(|p| p.0[0] < classes),
+                "{}",
+                path.display()
+            );
+        }
+        let pictures: Vec<RgbImage> = files(&share.path().join("frames"))
+            .iter()
+            .map(|p| image::open(p).unwrap().into_rgb8())
+            .collect();
+        assert_eq!(pictures.len(), 10, "{format}");
+        for picture in &pictures {
+            assert_eq!(picture.dimensions(), (width, height));
+            assert!(
+                bar_colours(picture) >= 5,
+                "{format}: vivid's colour bars did not come through the conversion"
+            );
+        }
+        assert_ne!(
+            pictures.first().unwrap().as_raw(),
+            pictures.last().unwrap().as_raw(),
+            "{format}: vivid's picture moves; the frames should too"
+        );
+    }
+}

@@ -1,0 +1,501 @@
+//! `just deploy` end to end against an emulated aarch64 board (board/vivid-board
+//! running board/ssh-board): an SSH server on a forwarded port, the vivid camera, and
+//! a supervisor standing in for systemd. The board's seg-cam is the static
+//! aarch64 build (`just build-board`); the models are tiny generated ones.
+
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use segcam::scene::scene_classes;
+use segcam::testing::{card, write_model};
+
+fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .into()
+}
+
+/// `$SEGCAM_BOARD_BIN`, else what `just build-board` writes.
+fn board_binary() -> PathBuf {
+    let path = std::env::var_os("SEGCAM_BOARD_BIN").map_or_else(
+        || {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| workspace().join("target"), PathBuf::from);
+            target.join("aarch64-unknown-linux-musl/release/seg-cam")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{}: no board build of seg-cam; run `just build-board` (`just test` does)",
+        path.display()
+    );
+    path
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn text(output: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    )
+}
+
+/// A booted board, powered off (qemu killed) when dropped.
+struct Board {
+    qemu: Child,
+    dir: tempfile::TempDir,
+    ssh_config: PathBuf,
+    http_port: u16,
+}
+
+impl Board {
+    fn boot() -> Self {
+        let dir = tempfile::tempdir().unwrap();
+        let share = dir.path().join("share");
+        std::fs::create_dir(&share).unwrap();
+        let fetched = Command::new(workspace().join("board/fetch-ssh"))
+            .output()
+            .unwrap();
+        assert!(fetched.status.success(), "{}", text(&fetched));
+        let cache = std::env::var_os("SEGCAM_CACHE").map_or_else(
+            || PathBuf::from(std::env::var_os("HOME").unwrap()).join(".cache/segcam"),
+            PathBuf::from,
+        );
+        let copied = Command::new("cp")
+            .arg("-a")
+            .arg(cache.join("board/ssh-root"))
+            .arg(share.join("ssh-root"))
+            .status()
+            .unwrap();
+        assert!(copied.success());
+
+        let key = dir.path().join("id_ed25519");
+        let made = Command::new("ssh-keygen")
+            .args(["-q", "-t", "ed25519", "-N", "", "-f"])
+            .arg(&key)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        std::fs::copy(key.with_extension("pub"), share.join("authorized_keys")).unwrap();
+        let (ssh_port, http_port) = (free_port(), free_port());
+        let ssh_config = dir.path().join("ssh_config");
+        std::fs::write(
+            &ssh_config,
+            format!(
+                "Host board\n  HostName 127.0.0.1\n  Port {ssh_port}\n  User root\n  \
+                 IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  \
+                 UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+                key.display()
+            ),
+        )
+        .unwrap();
+
+        let qemu = Command::new(workspace().join("board/vivid-board"))
+            .arg(&share)
+            .arg(workspace().join("board/ssh-board"))
+            .env("BOARD_FORWARD", format!("{ssh_port}:22 {http_port}:8080"))
+            .env("BOARD_TIMEOUT", "1200")
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .process_group(0)
+            .spawn()
+            .unwrap();
+        let board = Self {
+            qemu,
+            dir,
+            ssh_config,
+            http_port,
+        };
+        let start = Instant::now();
+        while !board.ssh("true").status.success() {
+            assert!(
+                start.elapsed() < Duration::from_secs(180),
+                "the board's SSH server did not come up: {}",
+                board.console()
+            );
+            std::thread::sleep(Duration::from_secs(1));
+        }
+        board
+    }
+
+    fn console(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("share/console.log")).unwrap_or_default()
+    }
+
+    fn ssh(&self, command: &str) -> Output {
+        Command::new("ssh")
+            .arg("-F")
+            .arg(&self.ssh_config)
+            .args(["-o", "ConnectTimeout=5", "board", command])
+            .stdin(Stdio::null())
+            .output()
+            .unwrap()
+    }
+
+    /// Run a board command that must succeed; its stdout, trimmed.
+    fn run(&self, command: &str) -> String {
+        let out = self.ssh(command);
+        assert!(out.status.success(), "{command}: {}", text(&out));
+        String::from_utf8_lossy(&out.stdout).trim().to_string()
+    }
+
+    fn current(&self) -> String {
+        self.run("basename $(readlink /opt/segcam/current)")
+    }
+
+    fn service_pid(&self) -> String {
+        self.run("cat /run/seg-cam.pid")
+    }
+
+    /// `deploy/deploy ARGS` against this board, as the user would run it.
+    fn deploy_command(&self, args: &[&str]) -> Command {
+        let mut command = Command::new(workspace().join("deploy/deploy"));
+        command
+            .args(args)
+            .env(
+                "SEGCAM_SSH",
+                format!("ssh -F {}", self.ssh_config.display()),
+            )
+            .env("SEGCAM_HEALTH_TIMEOUT", "60")
+            .env("SEGCAM_BOARD_BIN", board_binary())
+            .stdin(Stdio::null());
+        command
+    }
+
+    fn deploy(&self, args: &[&str]) -> Output {
+        self.deploy_command(args).output().unwrap()
+    }
+
+    /// GET a path of the board's seg-cam through the forwarded port.
+    fn get(&self, path: &str) -> (u16, String) {
+        let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        write!(s, "GET {path} HTTP/1.0\r\nHost: board\r\n\r\n").unwrap();
+        let mut raw = String::new();
+        s.read_to_string(&mut raw).unwrap();
+        let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
+        let code = head
+            .split(' ')
+            .nth(1)
+            .and_then(|c| c.parse().ok())
+            .unwrap_or(0);
+        (code, body.to_string())
+    }
+
+    fn stats(&self) -> serde_json::Value {
+        let (code, body) = self.get("/stats.json");
+        assert_eq!(code, 200, "{body}");
+        serde_json::from_str(&body).unwrap()
+    }
+}
+
+impl Drop for Board {
+    fn drop(&mut self) {
+        kill_group(&self.qemu);
+        let _ = self.qemu.wait();
+    }
+}
+
+/// SIGKILL to a child started as the leader of its own process group, and to
+/// everything it started (ssh, tar; the board script, its timeout and qemu).
+fn kill_group(child: &Child) {
+    let group = i32::try_from(child.id()).expect("a pid");
+    assert!(group > 1, "not a process group: {group}");
+    // SAFETY: a plain system call on a group this test created.
+    unsafe { libc::kill(-group, libc::SIGKILL) };
+}
+
+/// A release's settings: vivid at 320×180, the page on the board's port 8080.
+fn config(dir: &Path, name: &str, rate: u32) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(
+        &path,
+        format!(
+            "input = \"v4l2:///dev/video0\"\nwidth = 320\nheight = 180\nrate = {rate}\n\
+             http = \"0.0.0.0:8080\"\nthreads = 1\n"
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn release_id(output: &Output) -> String {
+    let all = text(output);
+    all.split("deploy: release ")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .unwrap_or_else(|| panic!("no release id in: {all}"))
+        .to_string()
+}
+
+#[test]
+fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
+    let files = tempfile::tempdir().unwrap();
+    let model = write_model(
+        files.path(),
+        "tiny.onnx",
+        &card(scene_classes(), 24, 32, false),
+    );
+    let broken = files.path().join("broken.onnx");
+    std::fs::write(&broken, b"this is not an ONNX model").unwrap();
+    let (first, second, third) = (
+        config(files.path(), "a.toml", 30),
+        config(files.path(), "b.toml", 25),
+        config(files.path(), "c.toml", 15),
+    );
+    let (model, first, second, third, broken) = (
+        model.to_str().unwrap(),
+        first.to_str().unwrap(),
+        second.to_str().unwrap(),
+        third.to_str().unwrap(),
+        broken.to_str().unwrap(),
+    );
+    let board = Board::boot();
+
+    eprintln!("deploy test: step 1");
+    // 1. A first release: uploaded, verified, started, healthy, capturing.
+    let out = board.deploy(&[
+        "deploy",
+        "board=board",
+        &format!("model={model}"),
+        &format!("config={first}"),
+    ]);
+    assert!(out.status.success(), "{}\n{}", text(&out), board.console());
+    let a = release_id(&out);
+    assert_eq!(board.current(), a);
+    assert_eq!(board.get("/healthz").0, 200);
+    let stats = board.stats();
+    assert_eq!(
+        (stats["width"].as_u64(), stats["height"].as_u64()),
+        (Some(320), Some(180))
+    );
+    assert_eq!(stats["no_signal"], false, "{stats}");
+    let frames = stats["frames"].as_u64().unwrap();
+    std::thread::sleep(Duration::from_secs(3));
+    assert!(
+        board.stats()["frames"].as_u64().unwrap() > frames,
+        "vivid's frames keep coming"
+    );
+
+    eprintln!("deploy test: step 2");
+    // 2. The same release again changes nothing: no upload, no restart.
+    let pid = board.service_pid();
+    let out = board.deploy(&[
+        "deploy",
+        "board=board",
+        &format!("model={model}"),
+        &format!("config={first}"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(release_id(&out), a, "same files, same release");
+    let said = text(&out);
+    assert!(
+        said.contains("not uploading") && said.contains("nothing changed"),
+        "{said}"
+    );
+    assert_eq!(board.service_pid(), pid, "seg-cam was not restarted");
+
+    eprintln!("deploy test: step 3");
+    // 3. A deploy killed mid-upload leaves the running release alone.
+    let mut interrupted = board
+        .deploy_command(&[
+            "deploy",
+            "board=board",
+            &format!("model={model}"),
+            &format!("config={second}"),
+        ])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while !board
+        .run("ls -a /opt/segcam/releases")
+        .contains(".incoming-")
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(120),
+            "the upload never started"
+        );
+        assert!(
+            interrupted.try_wait().unwrap().is_none(),
+            "the deploy ended before the upload was seen"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kill_group(&interrupted);
+    let _ = interrupted.wait();
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(board.current(), a, "the interrupted release is not current");
+    assert_eq!(board.service_pid(), pid, "seg-cam was not touched");
+    assert_eq!(board.get("/healthz").0, 200);
+
+    eprintln!("deploy test: step 4");
+    // 4. The next deploy of it completes, cleaning up the partial upload.
+    let out = board.deploy(&[
+        "deploy",
+        "board=board",
+        &format!("model={model}"),
+        &format!("config={second}"),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    let b = release_id(&out);
+    assert_eq!(board.current(), b);
+    let listing = board.run("ls -a /opt/segcam/releases");
+    assert!(!listing.contains(".incoming-"), "{listing}");
+    assert_eq!(board.get("/healthz").0, 200);
+
+    eprintln!("deploy test: step 5");
+    // 5. Rollback goes back to the release before.
+    let out = board.deploy(&["rollback", "board=board"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(board.current(), a);
+    assert_eq!(board.get("/healthz").0, 200);
+
+    eprintln!("deploy test: step 6");
+    // 6. A release whose model does not load is rolled back automatically.
+    let out = board.deploy(&[
+        "deploy",
+        "board=board",
+        &format!("model={broken}"),
+        &format!("config={first}"),
+    ]);
+    assert!(
+        !out.status.success(),
+        "a broken release must fail: {}",
+        text(&out)
+    );
+    let said = text(&out);
+    assert!(said.contains("rolled back"), "{said}");
+    assert!(
+        said.contains("model.onnx"),
+        "the board's log names the model: {said}"
+    );
+    assert_eq!(board.current(), a, "{said}");
+    assert_eq!(board.get("/healthz").0, 200);
+
+    eprintln!("deploy test: step 7");
+    // 7. status and logs.
+    let out = board.deploy(&["status", "board=board"]);
+    assert!(out.status.success(), "{}", text(&out));
+    let said = text(&out);
+    assert!(said.contains(&format!("release:  {a}")), "{said}");
+    assert!(
+        said.contains("running (pid") && said.contains("frames/s"),
+        "{said}"
+    );
+    let out = board.deploy(&["logs", "board=board", "lines=50"]);
+    assert!(out.status.success());
+    assert!(
+        text(&out).contains("serving http://0.0.0.0:8080/"),
+        "{}",
+        text(&out)
+    );
+
+    eprintln!("deploy test: step 8");
+    // 8. Only the newest releases are kept (and always current and previous).
+    let out = board
+        .deploy_command(&[
+            "deploy",
+            "board=board",
+            &format!("model={model}"),
+            &format!("config={third}"),
+        ])
+        .env("SEGCAM_KEEP", "1")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let d = release_id(&out);
+    let mut kept: Vec<String> = board
+        .run("ls /opt/segcam/releases")
+        .split_whitespace()
+        .map(str::to_string)
+        .collect();
+    kept.sort();
+    let mut want = vec![a.clone(), d.clone()];
+    want.sort();
+    assert_eq!(kept, want, "kept: the new current and its previous");
+}
+
+#[test]
+fn bad_input_is_refused_before_anything_reaches_a_board() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(workspace().join("deploy/deploy"))
+        .args(["deploy", "board=nowhere", "model=/nonexistent/model.onnx"])
+        .env("SEGCAM_BOARD_BIN", board_binary())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("/nonexistent/model.onnx"),
+        "{}",
+        text(&out)
+    );
+
+    let off = dir.path().join("off.toml");
+    std::fs::write(&off, "http = \"off\"\n").unwrap();
+    let out = Command::new(workspace().join("deploy/deploy"))
+        .args([
+            "deploy",
+            "board=nowhere",
+            &format!("config={}", off.display()),
+        ])
+        .env("SEGCAM_BOARD_BIN", board_binary())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let said = text(&out);
+    assert!(
+        said.contains("off.toml") && said.contains("healthz"),
+        "{said}"
+    );
+}
+
+#[test]
+fn the_unit_file_passes_systemd_analyze_verify() {
+    // verify insists that ExecStart's program exists: point it at a stand-in.
+    let dir = tempfile::tempdir().unwrap();
+    let current = dir.path().join("current");
+    std::fs::create_dir(&current).unwrap();
+    std::fs::copy("/bin/true", current.join("seg-cam")).unwrap();
+    let unit = std::fs::read_to_string(workspace().join("deploy/seg-cam.service")).unwrap();
+    let check = |text: &str| {
+        let path = dir.path().join("seg-cam.service");
+        std::fs::write(
+            &path,
+            text.replace("/opt/segcam/current", current.to_str().unwrap()),
+        )
+        .unwrap();
+        let out = Command::new("systemd-analyze")
+            .arg("verify")
+            .arg(&path)
+            .output()
+            .expect("systemd-analyze (Debian's systemd package)");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, complaints) = check(&unit);
+    assert!(ok && complaints.is_empty(), "{complaints}");
+    assert!(unit.contains("Restart=on-failure"));
+    // The check itself notices a mistake.
+    let (_, complaints) = check(&unit.replace("Restart=", "Restrt="));
+    assert!(complaints.contains("Restrt"), "{complaints}");
+}
