@@ -7,6 +7,8 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 
 torch_env := "scripts/torch-env"
 seg_host := "target/release/seg-host"
+# seg-host and seg-cam in one build, so that they share their compiled dependencies.
+build_release := torch_env + " cargo build --release -q -p seg-host -p segcam --bins"
 board_target := "aarch64-unknown-linux-musl"
 board_bin := "target/" + board_target + "/release/seg-cam"
 
@@ -16,7 +18,7 @@ default:
 
 # Make the libtorch venv (once) and build seg-host in release mode.
 setup:
-    {{torch_env}} cargo build --release -p seg-host
+    {{build_release}}
     {{seg_host}} info
 
 # libtorch version, CUDA availability, GPUs, threads.
@@ -24,17 +26,17 @@ info: setup
 
 # Write a synthetic VOC-layout dataset: just synth data/synth 200
 synth out="data/synth" count="200" *args="":
-    {{torch_env}} cargo build --release -q -p seg-host
+    {{build_release}}
     {{seg_host}} synth --out {{out}} --count {{count}} {{args}}
 
 # Train the FCN (d2l's recipe by default) on a VOC-layout dataset; extra flags go to `seg-host train`.
 train data="data/VOCdevkit/VOC2012" *args="":
-    {{torch_env}} cargo build --release -q -p seg-host
+    {{build_release}}
     {{seg_host}} train --data {{data}} {{args}}
 
 # Evaluate a checkpoint: pixel accuracy, mIoU, per-class IoU, confusion matrix.
 eval checkpoint="runs/train/best.safetensors" data="data/VOCdevkit/VOC2012" *args="":
-    {{torch_env}} cargo build --release -q -p seg-host
+    {{build_release}}
     {{seg_host}} eval --checkpoint {{checkpoint}} --data {{data}} {{args}}
 
 # Download torchvision's ImageNet ResNet-18 weights (needs internet) into models/.
@@ -49,31 +51,36 @@ fetch-voc:
 
 # Export a checkpoint as one ONNX file with its model card, verified through the board's engine (figures from DATA's val split when it exists).
 export checkpoint="runs/train/best.safetensors" out="models/fcn.onnx" data="data/VOCdevkit/VOC2012" *args="":
-    {{torch_env}} cargo build --release -q -p seg-host
+    {{build_release}}
     {{seg_host}} export --checkpoint {{checkpoint}} --out {{out}} $([ -d "{{data}}" ] && echo --data "{{data}}") {{args}}
 
 # Quantize an exported model to int8: calibrated on CALIB's training images, refused if it loses accuracy on the val split.
 quantize model="models/fcn.onnx" calib="data/VOCdevkit/VOC2012" out="models/fcn.int8.onnx" *args="":
-    {{torch_env}} cargo build --release -q -p seg-host
+    {{build_release}}
     {{seg_host}} quantize --model {{model}} --calib {{calib}} --out {{out}} {{args}}
 
 # Rebuild the demo model from nothing (generated scenes, CPU, fixed seeds): just demo-model models/demo.int8.onnx
 demo-model out="models/demo.int8.onnx":
-    {{torch_env}} cargo build --release -q -p seg-host
+    {{build_release}}
     {{seg_host}} synth --out runs/demo/data --count 200 --size 224x288 --seed 7
     {{seg_host}} train --data runs/demo/data --out runs/demo/train --overwrite --epochs 10 --batch 8 --crop 192x256 --lr 0.01 --momentum 0.9 --poly --flip --seed 1 --device cpu
     {{seg_host}} export --checkpoint runs/demo/train/best.safetensors --out runs/demo/demo.onnx --height 224 --width 288 --data runs/demo/data
     {{seg_host}} quantize --model runs/demo/demo.onnx --calib runs/demo/data --images 32 --out {{out}}
 
-# The whole chain on this machine with no data and no camera: synth → train → export → quantize → eval.
-demo: (demo-model "runs/demo/demo.int8.onnx")
+# The whole chain on this machine with no data and no camera: synth → train → export → quantize → eval → seg-cam on the test scene.
+demo seconds="60": (demo-model "runs/demo/demo.int8.onnx")
     {{seg_host}} eval --model runs/demo/demo.int8.onnx --data runs/demo/data --out runs/demo/eval
-    @echo "training plots: runs/demo/train/curves.png, runs/demo/train/predictions.png; models: runs/demo/demo.onnx (f32), runs/demo/demo.int8.onnx; evaluation: runs/demo/eval"
+    scripts/demo-live runs/demo {{seconds}}
 
 # Training images/s of seg-host vs PyTorch Python, side by side: just bench-train 320x480 8 2
 bench-train crop="320x480" batch="8" rounds="2":
-    {{torch_env}} cargo build --release -q -p seg-host
+    {{build_release}}
     {{torch_env}} bench/train-speed {{crop}} {{batch}} {{rounds}}
+
+# Every speed figure side by side in one run (tract vs onnxruntime, pipeline, training): bench/results.md, .json, .png
+bench rounds="3":
+    {{build_release}}
+    JUST={{just_executable()}} {{torch_env}} bench/run {{rounds}}
 
 # Cross-compile seg-cam for aarch64 boards: one static (musl) binary for any L4T or Raspberry Pi OS.
 build-board:

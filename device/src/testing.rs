@@ -141,3 +141,31 @@ pub fn write_model(dir: &Path, name: &str, card: &ModelCard) -> PathBuf {
     std::fs::write(&path, encode(&model)).expect("write the test model");
     path
 }
+
+/// The workspace's root folder (tests run from their crate's folder).
+pub fn workspace() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("device/ sits in the workspace")
+        .to_path_buf()
+}
+
+/// The board build of seg-cam for the tests that run it on the emulated board:
+/// `$SEGCAM_BOARD_BIN`, else what `just build-board` writes (under
+/// `$CARGO_TARGET_DIR` when that is set). Panics with what to run when it is missing.
+pub fn board_binary() -> PathBuf {
+    let path = std::env::var_os("SEGCAM_BOARD_BIN").map_or_else(
+        || {
+            let target = std::env::var_os("CARGO_TARGET_DIR")
+                .map_or_else(|| workspace().join("target"), PathBuf::from);
+            target.join("aarch64-unknown-linux-musl/release/seg-cam")
+        },
+        PathBuf::from,
+    );
+    assert!(
+        path.is_file(),
+        "{}: no board build of seg-cam; run `just build-board` (`just test` does)",
+        path.display()
+    );
+    path
+}

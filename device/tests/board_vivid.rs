@@ -8,32 +8,7 @@ use std::process::Command;
 
 use image::RgbImage;
 use segcam::scene::scene_classes;
-use segcam::testing::{card, write_model};
-
-fn workspace() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .into()
-}
-
-/// `$SEGCAM_BOARD_BIN`, else what `just build-board` writes.
-fn board_binary() -> PathBuf {
-    let path = std::env::var_os("SEGCAM_BOARD_BIN").map_or_else(
-        || {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
-                .map_or_else(|| workspace().join("target"), PathBuf::from);
-            target.join("aarch64-unknown-linux-musl/release/seg-cam")
-        },
-        PathBuf::from,
-    );
-    assert!(
-        path.is_file(),
-        "{}: no board build of seg-cam; run `just build-board` (`just test` does)",
-        path.display()
-    );
-    path
-}
+use segcam::testing::{board_binary, card, workspace, write_model};
 
 /// Boot the board with `share` at /share, run the board's seg-cam with `args`;
 /// returns the exit status and the console.

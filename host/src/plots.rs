@@ -870,6 +870,107 @@ fn render_confusion(matrix: &[Vec<u64>], class_names: &[String]) -> anyhow::Resu
     Ok(img)
 }
 
+/// One bar of [`plot_bars`]: a median with its spread (p10–p90).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Bar {
+    pub label: String,
+    pub median: f64,
+    pub low: f64,
+    pub high: f64,
+}
+
+/// A titled group of bars sharing one scale and unit.
+#[derive(Debug, Clone, PartialEq)]
+pub struct BarPanel {
+    pub title: String,
+    pub unit: String,
+    pub bars: Vec<Bar>,
+}
+
+const BARS_WIDTH: u32 = 1200;
+const BAR_ROW: u32 = 40;
+const PANEL_HEAD: u32 = 56;
+const BAR_LABELS: u32 = 330;
+
+/// Horizontal bar charts, one panel under the other, each bar its median with a
+/// whisker for its spread and the value written after it (the benchmark's figure).
+pub fn plot_bars(title: &str, panels: &[BarPanel], path: &Path) -> anyhow::Result<()> {
+    let fonts = fonts()?;
+    let height = 70
+        + panels
+            .iter()
+            .map(|p| PANEL_HEAD + BAR_ROW * p.bars.len() as u32 + 20)
+            .sum::<u32>();
+    let mut img = RgbImage::from_pixel(BARS_WIDTH, height, Rgb([255, 255, 255]));
+    draw_label(
+        &mut img,
+        fonts,
+        &Label::new(title, (BARS_WIDTH as i32 / 2, 34), 24.0).bold(),
+    );
+    let colours = [BLUE, ORANGE, GREEN, RED];
+    let area = BARS_WIDTH - BAR_LABELS - 150;
+    let mut y = 70;
+    for panel in panels {
+        draw_label(
+            &mut img,
+            fonts,
+            &Label::new(&panel.title, (24, y as i32 + 20), 19.0)
+                .bold()
+                .anchor(Anchor::Start, Anchor::Middle),
+        );
+        y += PANEL_HEAD;
+        let top = panel
+            .bars
+            .iter()
+            .map(|b| b.high.max(b.median))
+            .fold(0.0f64, f64::max)
+            .max(f64::MIN_POSITIVE);
+        let scale = |v: f64| ((v / top).clamp(0.0, 1.0) * area as f64).round() as u32;
+        for (i, bar) in panel.bars.iter().enumerate() {
+            let mid = y + BAR_ROW / 2;
+            draw_label(
+                &mut img,
+                fonts,
+                &Label::new(&bar.label, (BAR_LABELS as i32 - 12, mid as i32), 16.0)
+                    .anchor(Anchor::End, Anchor::Middle),
+            );
+            let RGBColor(r, g, b) = colours[i % colours.len()];
+            let width = scale(bar.median).max(1);
+            fill_rect(&mut img, BAR_LABELS, y + 8, width, BAR_ROW - 16, [r, g, b]);
+            let (low, high) = (scale(bar.low), scale(bar.high));
+            if high > low {
+                fill_rect(&mut img, BAR_LABELS + low, mid - 1, high - low, 2, TEXT);
+                fill_rect(&mut img, BAR_LABELS + low, mid - 7, 1, 14, TEXT);
+                fill_rect(&mut img, BAR_LABELS + high - 1, mid - 7, 1, 14, TEXT);
+            }
+            let value = format!("{} {}", significant(bar.median), panel.unit);
+            draw_label(
+                &mut img,
+                fonts,
+                &Label::new(
+                    value,
+                    ((BAR_LABELS + width.max(high) + 10) as i32, mid as i32),
+                    16.0,
+                )
+                .color(MUTED)
+                .anchor(Anchor::Start, Anchor::Middle),
+            );
+            y += BAR_ROW;
+        }
+        y += 20;
+    }
+    write_png_atomic(&img, path)
+}
+
+/// Three significant figures, the way a table of timings reads.
+fn significant(v: f64) -> String {
+    match v.abs() {
+        a if a >= 100.0 => format!("{v:.0}"),
+        a if a >= 10.0 => format!("{v:.1}"),
+        _ => format!("{v:.2}"),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1080,5 +1181,40 @@ mod tests {
             format!("{err:#}").contains("/nonexistent-segcam-dir/x.png"),
             "{err:#}"
         );
+    }
+
+    #[test]
+    fn bar_chart_draws_each_bar_to_scale() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("bars.png");
+        let bar = |label: &str, median: f64| Bar {
+            label: label.into(),
+            median,
+            low: median * 0.9,
+            high: median * 1.1,
+        };
+        let panels = [BarPanel {
+            title: "ms".into(),
+            unit: "ms".into(),
+            bars: vec![bar("fast", 50.0), bar("slow", 100.0)],
+        }];
+        plot_bars("bench", &panels, &path).unwrap();
+        let img = load(&path);
+        no_temp_files_left(dir.path());
+        // The length of each bar's colour along its row is proportional to its median.
+        let run = |colour: RGBColor| {
+            let RGBColor(r, g, b) = colour;
+            (0..img.height())
+                .map(|y| {
+                    (0..img.width())
+                        .filter(|&x| img.get_pixel(x, y).0 == [r, g, b])
+                        .count()
+                })
+                .max()
+                .unwrap() as f64
+        };
+        let (fast, slow) = (run(BLUE), run(ORANGE));
+        assert!(slow > 300.0, "{slow}");
+        assert!((fast / slow - 0.5).abs() < 0.02, "{fast} vs {slow}");
     }
 }

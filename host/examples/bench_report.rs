@@ -1,0 +1,325 @@
+//! The report of `just bench`: reads what bench/run measured and writes
+//! `bench/results.md`, `bench/results.json` and `bench/results.png`.
+//!
+//!     bench_report WORK_DIR OUT_DIR
+//!
+//! WORK_DIR holds `inference.jsonl` (one line per timed round: engine, precision,
+//! threads, runs_ms), `pipeline.json` (bench/pipeline.py) and `train-speed.json`
+//! (bench/train-speed).
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context};
+use seg_host::plots::{plot_bars, Bar, BarPanel};
+use serde_json::{json, Value};
+
+fn read_json(path: &Path) -> anyhow::Result<Value> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("reading {}", path.display()))?;
+    serde_json::from_str(&text).with_context(|| format!("{}: not JSON", path.display()))
+}
+
+/// Median and p10/p90 of a sample.
+fn spread(values: &[f64]) -> (f64, f64, f64) {
+    let mut v = values.to_vec();
+    v.sort_by(f64::total_cmp);
+    let at = |q: f64| v[((q * (v.len() - 1) as f64).round() as usize).min(v.len() - 1)];
+    let median = if v.len() % 2 == 1 {
+        v[v.len() / 2]
+    } else {
+        (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0
+    };
+    (median, at(0.1), at(0.9))
+}
+
+fn machine() -> Value {
+    let cpuinfo = std::fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
+    let field = |name: &str| {
+        cpuinfo
+            .lines()
+            .find(|l| l.starts_with(name))
+            .and_then(|l| l.split(':').nth(1))
+            .map(|s| s.trim().to_string())
+    };
+    let flags = field("flags")
+        .or_else(|| field("Features"))
+        .unwrap_or_default();
+    let features: Vec<&str> = [
+        "avx2",
+        "fma",
+        "avx512f",
+        "avx512_vnni",
+        "avx_vnni",
+        "asimd",
+        "asimddp",
+        "i8mm",
+    ]
+    .into_iter()
+    .filter(|f| flags.split_whitespace().any(|x| x == *f))
+    .collect();
+    let memory_gib = std::fs::read_to_string("/proc/meminfo")
+        .ok()
+        .and_then(|m| {
+            m.lines()
+                .next()
+                .and_then(|l| l.split_whitespace().nth(1)?.parse::<f64>().ok())
+        })
+        .map(|kib| kib / 1024.0 / 1024.0);
+    json!({
+        "cpu": field("model name").unwrap_or_else(|| std::env::consts::ARCH.into()),
+        "cores": std::thread::available_parallelism().map_or(1, |n| n.get()),
+        "features": features,
+        "memory_gib": memory_gib.map(|g| (g * 10.0).round() / 10.0),
+        "arch": std::env::consts::ARCH,
+    })
+}
+
+fn main() -> anyhow::Result<()> {
+    let args: Vec<PathBuf> = std::env::args_os().skip(1).map(PathBuf::from).collect();
+    let [work, out] = args.as_slice() else {
+        bail!("usage: bench_report WORK_DIR OUT_DIR");
+    };
+
+    // Inference: the rounds of each engine and precision pooled.
+    let lines = std::fs::read_to_string(work.join("inference.jsonl"))
+        .with_context(|| format!("reading {}", work.join("inference.jsonl").display()))?;
+    let mut runs: BTreeMap<(String, String), Vec<f64>> = BTreeMap::new();
+    let mut meta = Value::Null;
+    for line in lines.lines().filter(|l| !l.trim().is_empty()) {
+        let v: Value = serde_json::from_str(line).context("inference.jsonl")?;
+        let key = (
+            v["engine"].as_str().unwrap_or("?").to_string(),
+            v["precision"].as_str().unwrap_or("?").to_string(),
+        );
+        let ms = v["runs_ms"]
+            .as_array()
+            .context("runs_ms")?
+            .iter()
+            .filter_map(Value::as_f64);
+        runs.entry(key).or_default().extend(ms);
+        meta = v;
+    }
+    let median_of = |engine: &str, precision: &str| {
+        runs.get(&(engine.to_string(), precision.to_string()))
+            .map(|r| spread(r).0)
+    };
+    let mut inference = Vec::new();
+    for ((engine, precision), ms) in &runs {
+        let (median, p10, p90) = spread(ms);
+        inference.push(
+            json!({"engine": engine, "precision": precision, "runs": ms.len(),
+            "median_ms": median, "p10_ms": p10, "p90_ms": p90}),
+        );
+    }
+    let ratio = |p: &str| match (median_of("segcam (tract)", p), median_of("onnxruntime", p)) {
+        (Some(ours), Some(theirs)) => Some(ours / theirs),
+        _ => None,
+    };
+    let pipeline = read_json(&work.join("pipeline.json"))?;
+    let train = read_json(&work.join("train-speed.json"))?;
+    let machine = machine();
+    let results = json!({
+        "machine": machine,
+        "input": format!("{}x{}", meta["height"], meta["width"]),
+        "threads": meta["threads"],
+        "versions": {"tract": "0.23.9", "onnxruntime": meta["onnxruntime"], "torch": train["torch"]},
+        "inference": inference,
+        "ratios": {"tract_over_onnxruntime_f32": ratio("f32"), "tract_over_onnxruntime_int8": ratio("int8")},
+        "pipeline": pipeline,
+        "training": train,
+    });
+    std::fs::create_dir_all(out)?;
+    std::fs::write(
+        out.join("results.json"),
+        serde_json::to_string_pretty(&results)? + "\n",
+    )?;
+
+    // The markdown table (also pasted into the README).
+    let mut md = String::new();
+    let features = machine["features"]
+        .as_array()
+        .map(|f| {
+            f.iter()
+                .filter_map(Value::as_str)
+                .collect::<Vec<_>>()
+                .join(", ")
+        })
+        .unwrap_or_default();
+    writeln!(md, "# Benchmark\n")?;
+    writeln!(
+        md,
+        "Measured side by side in one `just bench` run on {} ({} cores; {}; {} GiB). \
+         Medians with p10–p90 over every timed run; lower ms is better.\n",
+        machine["cpu"].as_str().unwrap_or("?"),
+        machine["cores"],
+        if features.is_empty() {
+            "no listed SIMD features".into()
+        } else {
+            features
+        },
+        machine["memory_gib"]
+    )?;
+    writeln!(
+        md,
+        "## Inference, {} input, {} threads, the demo model\n",
+        results["input"].as_str().unwrap_or("?"),
+        meta["threads"]
+    )?;
+    writeln!(
+        md,
+        "| engine | precision | median ms | p10–p90 ms | runs |\n|---|---|---:|---:|---:|"
+    )?;
+    for r in &inference {
+        writeln!(
+            md,
+            "| {} | {} | {:.1} | {:.1}–{:.1} | {} |",
+            r["engine"].as_str().unwrap_or("?"),
+            r["precision"].as_str().unwrap_or("?"),
+            r["median_ms"].as_f64().unwrap_or(f64::NAN),
+            r["p10_ms"].as_f64().unwrap_or(f64::NAN),
+            r["p90_ms"].as_f64().unwrap_or(f64::NAN),
+            r["runs"]
+        )?;
+    }
+    for p in ["f32", "int8"] {
+        if let Some(r) = ratio(p) {
+            writeln!(md, "\nsegcam / onnxruntime, {p}: **{r:.2}×** the time")?;
+        }
+    }
+    let p = &pipeline;
+    writeln!(md, "\n## seg-cam pipeline\n")?;
+    writeln!(
+        md,
+        "`seg-cam` on `{}` with the f32 model, {} s, a viewer on the MJPEG stream: \
+         **{:.2} frames/s** against 1/inference = {:.2} (ratio {:.2}); overlay {:.1} ms and JPEG {:.1} ms \
+         per frame (medians); resident memory {:.0} → {:.0} MiB.",
+        p["input"].as_str().unwrap_or("?"),
+        p["seconds"],
+        p["pipeline_fps"].as_f64().unwrap_or(f64::NAN),
+        1000.0 / p["inference_ms"]["median"].as_f64().unwrap_or(f64::NAN),
+        p["fps_over_inference_ceiling"].as_f64().unwrap_or(f64::NAN),
+        p["overlay_ms"]["median"].as_f64().unwrap_or(f64::NAN),
+        p["jpeg_ms"]["median"].as_f64().unwrap_or(f64::NAN),
+        p["rss_mib"]["first"].as_f64().unwrap_or(f64::NAN),
+        p["rss_mib"]["last"].as_f64().unwrap_or(f64::NAN),
+    )?;
+    writeln!(
+        md,
+        "\n## Training, {} crops, batch {}, {}\n",
+        train["crop"].as_str().unwrap_or("?"),
+        train["batch"],
+        train["device"].as_str().unwrap_or("cpu")
+    )?;
+    let ours: Vec<f64> = train["seg_host_images_per_sec"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    let theirs: Vec<f64> = train["pytorch_images_per_sec"]
+        .as_array()
+        .map(|a| a.iter().filter_map(Value::as_f64).collect())
+        .unwrap_or_default();
+    if ours.is_empty() || theirs.is_empty() {
+        bail!(
+            "{}: no training figures",
+            work.join("train-speed.json").display()
+        );
+    }
+    writeln!(
+        md,
+        "| trainer | images/s (median) | rounds |\n|---|---:|---|"
+    )?;
+    let list = |v: &[f64]| {
+        v.iter()
+            .map(|x| format!("{x:.2}"))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    writeln!(
+        md,
+        "| `seg-host train` (tch) | {:.2} | {} |",
+        spread(&ours).0,
+        list(&ours)
+    )?;
+    writeln!(
+        md,
+        "| PyTorch Python | {:.2} | {} |",
+        spread(&theirs).0,
+        list(&theirs)
+    )?;
+    writeln!(
+        md,
+        "\nseg-host / PyTorch: **{:.2}×** the images per second. CUDA: {}.",
+        spread(&ours).0 / spread(&theirs).0,
+        train["cuda"]
+            .as_str()
+            .unwrap_or("not present on this machine")
+    )?;
+    writeln!(md, "\n![benchmark](results.png)")?;
+    std::fs::write(out.join("results.md"), md)?;
+
+    let bars = |rows: &[Value]| -> Vec<Bar> {
+        rows.iter()
+            .map(|r| Bar {
+                label: format!(
+                    "{} {}",
+                    r["engine"].as_str().unwrap_or("?"),
+                    r["precision"].as_str().unwrap_or("?")
+                ),
+                median: r["median_ms"].as_f64().unwrap_or(0.0),
+                low: r["p10_ms"].as_f64().unwrap_or(0.0),
+                high: r["p90_ms"].as_f64().unwrap_or(0.0),
+            })
+            .collect()
+    };
+    let (f32_rows, int8_rows): (Vec<Value>, Vec<Value>) = inference
+        .iter()
+        .cloned()
+        .partition(|r| r["precision"] == "f32");
+    let training_bar = |label: &str, v: &[f64]| {
+        let (m, lo, hi) = spread(v);
+        Bar {
+            label: label.into(),
+            median: m,
+            low: lo,
+            high: hi,
+        }
+    };
+    let panels = vec![
+        BarPanel {
+            title: format!(
+                "Inference f32, {} input (ms, lower is better)",
+                results["input"].as_str().unwrap_or("?")
+            ),
+            unit: "ms".into(),
+            bars: bars(&f32_rows),
+        },
+        BarPanel {
+            title: "Inference int8 (ms, lower is better)".into(),
+            unit: "ms".into(),
+            bars: bars(&int8_rows),
+        },
+        BarPanel {
+            title: "Training, CPU (images/s, higher is better)".into(),
+            unit: "img/s".into(),
+            bars: vec![
+                training_bar("seg-host train", &ours),
+                training_bar("PyTorch Python", &theirs),
+            ],
+        },
+    ];
+    plot_bars(
+        &format!(
+            "segcam benchmark — {}",
+            machine["cpu"].as_str().unwrap_or("?")
+        ),
+        &panels,
+        &out.join("results.png"),
+    )?;
+    println!(
+        "wrote {}, results.json, results.png",
+        out.join("results.md").display()
+    );
+    Ok(())
+}
