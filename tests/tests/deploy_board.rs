@@ -1,6 +1,7 @@
 //! `just deploy` end to end against an emulated aarch64 board (board/vivid-board
 //! running board/ssh-board): an SSH server on a forwarded port, the vivid camera, and
-//! a supervisor standing in for systemd. The board's seg-cam is the static
+//! `systemctl`/`journalctl` stand-ins over a small supervisor, since systemd does not
+//! run there. The board's seg-cam is the static
 //! aarch64 build (`just build-board`); the models are tiny generated ones.
 
 use std::io::{Read, Write};
@@ -241,6 +242,9 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
         broken.to_str().unwrap(),
     );
     let board = Board::boot();
+    let out = board.deploy(&["status", "board=board"]);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("nothing deployed"), "{}", text(&out));
 
     eprintln!("deploy test: step 1");
     // 1. A first release: uploaded, verified, started, healthy, capturing.
@@ -253,6 +257,12 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     assert!(out.status.success(), "{}\n{}", text(&out), board.console());
     let a = release_id(&out);
     assert_eq!(board.current(), a);
+    let unit = std::fs::read_to_string(workspace().join("deploy/seg-cam.service")).unwrap();
+    assert_eq!(
+        board.run("cat /etc/systemd/system/seg-cam.service"),
+        unit.trim(),
+        "the unit is installed"
+    );
     assert_eq!(board.get("/healthz").0, 200);
     let stats = board.stats();
     assert_eq!(
