@@ -242,6 +242,27 @@ impl Running {
         }
     }
 
+    /// The test scene at WIDTH×HEIGHT and RATE through `model`, served on a free port.
+    fn test_scene(model: &Path, width: u32, height: u32, rate: u32) -> Self {
+        let (w, h, r) = (width.to_string(), height.to_string(), rate.to_string());
+        let model = model.to_str().unwrap();
+        Self::start(&[
+            "test://",
+            "--model",
+            model,
+            "--http",
+            "127.0.0.1:0",
+            "--width",
+            &w,
+            "--height",
+            &h,
+            "--rate",
+            &r,
+            "--threads",
+            "1",
+        ])
+    }
+
     /// The address after "serving http://".
     fn address(&mut self) -> String {
         let start = Instant::now();
@@ -321,21 +342,7 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 fn the_page_serves_live_frames_and_sigint_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
-    let mut run = Running::start(&[
-        "test://",
-        "--model",
-        model.to_str().unwrap(),
-        "--http",
-        "127.0.0.1:0",
-        "--width",
-        "96",
-        "--height",
-        "64",
-        "--rate",
-        "30",
-        "--threads",
-        "1",
-    ]);
+    let mut run = Running::test_scene(&model, 96, 64, 30);
     let addr = run.address();
     wait_for("frames", || {
         stats(&addr)["frames"].as_u64().unwrap_or(0) >= 3
@@ -431,21 +438,7 @@ const LOOK_AT_THE_PAGE: &str = r##"(async () => {
 fn the_page_in_headless_chromium_shows_changing_frames_and_live_stats() {
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
-    let mut run = Running::start(&[
-        "test://",
-        "--model",
-        model.to_str().unwrap(),
-        "--http",
-        "127.0.0.1:0",
-        "--width",
-        "160",
-        "--height",
-        "120",
-        "--rate",
-        "15",
-        "--threads",
-        "1",
-    ]);
+    let mut run = Running::test_scene(&model, 160, 120, 15);
     let addr = run.address();
     let mut browser = chromium::Chromium::start();
     let page = browser.open(&format!("http://{addr}/"));
