@@ -157,6 +157,16 @@ impl Board {
         self.deploy_command(args).output().unwrap()
     }
 
+    /// `deploy board=board model=MODEL config=CONFIG`, not yet run.
+    fn release_command(&self, model: &str, config: &str) -> Command {
+        let (model, config) = (format!("model={model}"), format!("config={config}"));
+        self.deploy_command(&["deploy", "board=board", &model, &config])
+    }
+
+    fn deploy_release(&self, model: &str, config: &str) -> Output {
+        self.release_command(model, config).output().unwrap()
+    }
+
     /// GET a path of the board's seg-cam through the forwarded port.
     fn get(&self, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
@@ -248,12 +258,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
 
     eprintln!("deploy test: step 1");
     // 1. A first release: uploaded, verified, started, healthy, capturing.
-    let out = board.deploy(&[
-        "deploy",
-        "board=board",
-        &format!("model={model}"),
-        &format!("config={first}"),
-    ]);
+    let out = board.deploy_release(model, first);
     assert!(out.status.success(), "{}\n{}", text(&out), board.console());
     let a = release_id(&out);
     assert_eq!(board.current(), a);
@@ -280,12 +285,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     eprintln!("deploy test: step 2");
     // 2. The same release again changes nothing: no upload, no restart.
     let pid = board.service_pid();
-    let out = board.deploy(&[
-        "deploy",
-        "board=board",
-        &format!("model={model}"),
-        &format!("config={first}"),
-    ]);
+    let out = board.deploy_release(model, first);
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(release_id(&out), a, "same files, same release");
     let said = text(&out);
@@ -298,12 +298,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     eprintln!("deploy test: step 3");
     // 3. A deploy killed mid-upload leaves the running release alone.
     let mut interrupted = board
-        .deploy_command(&[
-            "deploy",
-            "board=board",
-            &format!("model={model}"),
-            &format!("config={second}"),
-        ])
+        .release_command(model, second)
         .stdout(Stdio::null())
         .stderr(Stdio::null())
         .process_group(0)
@@ -333,12 +328,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
 
     eprintln!("deploy test: step 4");
     // 4. The next deploy of it completes, cleaning up the partial upload.
-    let out = board.deploy(&[
-        "deploy",
-        "board=board",
-        &format!("model={model}"),
-        &format!("config={second}"),
-    ]);
+    let out = board.deploy_release(model, second);
     assert!(out.status.success(), "{}", text(&out));
     let b = release_id(&out);
     assert_eq!(board.current(), b);
@@ -355,12 +345,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
 
     eprintln!("deploy test: step 6");
     // 6. A release whose model does not load is rolled back automatically.
-    let out = board.deploy(&[
-        "deploy",
-        "board=board",
-        &format!("model={broken}"),
-        &format!("config={first}"),
-    ]);
+    let out = board.deploy_release(broken, first);
     assert!(
         !out.status.success(),
         "a broken release must fail: {}",
@@ -396,12 +381,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     eprintln!("deploy test: step 8");
     // 8. Only the newest releases are kept (and always current and previous).
     let out = board
-        .deploy_command(&[
-            "deploy",
-            "board=board",
-            &format!("model={model}"),
-            &format!("config={third}"),
-        ])
+        .release_command(model, third)
         .env("SEGCAM_KEEP", "1")
         .output()
         .unwrap();

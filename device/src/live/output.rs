@@ -208,16 +208,20 @@ impl Stage<'_> {
         hud::draw(&mut picture, &info, &legend);
         let overlay_ms = drawing.elapsed().as_secs_f32() * 1000.0;
         let (width, height) = frame.image.dimensions();
-        // Encoded at most once per frame, for whichever outputs want it.
-        let mut jpeg_ms = None;
-        let mut jpeg = None;
-        let mut encoded = |picture: &RgbImage| -> Result<Vec<u8>> {
-            if jpeg.is_none() {
-                let encoding = Instant::now();
-                jpeg = Some(encode_jpeg(picture, self.settings.jpeg_quality)?);
-                jpeg_ms = Some(encoding.elapsed().as_secs_f32() * 1000.0);
-            }
-            Ok(jpeg.clone().expect("just encoded"))
+        // Encoding costs; without viewers the snapshot only needs to be recent.
+        let publish = self.sinks.http.as_ref().is_some_and(|p| {
+            p.clients() > 0
+                || self
+                    .last_snapshot
+                    .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY)
+        });
+        // One encoding per frame, for whichever outputs want it.
+        let (jpeg, jpeg_ms) = if publish || self.sinks.out.is_some() {
+            let encoding = Instant::now();
+            let jpeg = encode_jpeg(&picture, self.settings.jpeg_quality)?;
+            (Some(jpeg), Some(encoding.elapsed().as_secs_f32() * 1000.0))
+        } else {
+            (None, None)
         };
 
         if let Some(dir) = &self.sinks.masks {
@@ -226,9 +230,9 @@ impl Stage<'_> {
             let path = dir.join(format!("mask-{n:06}.png"));
             ids.save(&path).map_err(|e| image_error(&path, e))?;
         }
-        if let Some(dir) = &self.sinks.out {
+        if let (Some(dir), Some(jpeg)) = (&self.sinks.out, &jpeg) {
             let path = dir.join(format!("frame-{n:06}.jpg"));
-            std::fs::write(&path, encoded(&picture)?).map_err(|e| io_error(&path, e))?;
+            std::fs::write(&path, jpeg).map_err(|e| io_error(&path, e))?;
         }
         if let Some(fb) = &mut self.sinks.fb {
             show(fb, &picture)?;
@@ -248,12 +252,8 @@ impl Stage<'_> {
                 classes_present: legend.clone(),
                 no_signal: false,
             };
-            // Encoding costs; without viewers the snapshot only needs to be recent.
-            let due = self
-                .last_snapshot
-                .is_none_or(|t| t.elapsed() >= SNAPSHOT_EVERY);
-            if published.clients() > 0 || due {
-                published.publish(encoded(&picture)?, stats);
+            if let (true, Some(jpeg)) = (publish, jpeg) {
+                published.publish(jpeg, stats);
                 self.last_snapshot = Some(Instant::now());
             } else {
                 published.set_stats(stats);
