@@ -8,9 +8,12 @@ set shell := ["bash", "-euo", "pipefail", "-c"]
 torch_env := "scripts/torch-env"
 seg_host := "target/release/seg-host"
 # seg-host and seg-cam in one build, so that they share their compiled dependencies.
-build_release := torch_env + " cargo build --release -q -p seg-host -p segcam --bins"
+# segcam/onnxruntime: the workstation's seg-cam has both engines (the board's static build: tract).
+build_release := torch_env + " cargo build --release -q -p seg-host -p segcam --features segcam/onnxruntime --bins"
 board_target := "aarch64-unknown-linux-musl"
 board_bin := "target/" + board_target + "/release/seg-cam"
+board_gnu_target := "aarch64-unknown-linux-gnu"
+board_gnu_bin := "target/" + board_gnu_target + "/release/seg-cam"
 
 # Show the recipes.
 default:
@@ -60,16 +63,20 @@ quantize model="models/fcn.onnx" calib="data/VOCdevkit/VOC2012" out="models/fcn.
     {{seg_host}} quantize --model {{model}} --calib {{calib}} --out {{out}} {{args}}
 
 # Rebuild the demo model from nothing (generated scenes, CPU, fixed seeds): just demo-model models/demo.int8.onnx
-demo-model out="models/demo.int8.onnx":
+# The int8 file is for tract (qlinear), the engine of the static board binary; QDQ=FILE
+# also writes the form onnxruntime runs fastest.
+demo-model out="models/demo.int8.onnx" qdq="":
     {{build_release}}
     {{seg_host}} synth --out runs/demo/data --count 200 --size 224x288 --seed 7
     {{seg_host}} train --data runs/demo/data --out runs/demo/train --overwrite --epochs 10 --batch 8 --crop 192x256 --lr 0.01 --momentum 0.9 --poly --flip --seed 1 --device cpu
     {{seg_host}} export --checkpoint runs/demo/train/best.safetensors --out runs/demo/demo.onnx --height 224 --width 288 --data runs/demo/data
-    {{seg_host}} quantize --model runs/demo/demo.onnx --calib runs/demo/data --images 32 --out {{out}}
+    {{seg_host}} quantize --model runs/demo/demo.onnx --calib runs/demo/data --images 32 --engine tract --out {{out}}
+    {{ if qdq != "" { seg_host + " quantize --model runs/demo/demo.onnx --calib runs/demo/data --images 32 --engine onnxruntime --out " + qdq } else { "true" } }}
 
-# The whole chain on this machine with no data and no camera: synth → train → export → quantize → eval → seg-cam on the test scene.
-demo seconds="60": (demo-model "runs/demo/demo.int8.onnx")
-    {{seg_host}} eval --model runs/demo/demo.int8.onnx --data runs/demo/data --out runs/demo/eval
+# The whole chain on this machine with no data and no camera: synth → train → export → quantize (both int8 forms) → eval → seg-cam bench → seg-cam on the test scene with the fastest.
+demo seconds="60": (demo-model "runs/demo/demo.int8.onnx" "runs/demo/demo.qdq.onnx")
+    {{seg_host}} eval --model runs/demo/demo.qdq.onnx --data runs/demo/data --out runs/demo/eval
+    target/release/seg-cam bench --model runs/demo/demo.onnx --model runs/demo/demo.int8.onnx --model runs/demo/demo.qdq.onnx --runs 10 --seconds 10 --json runs/demo/bench.json
     scripts/demo-live runs/demo {{seconds}}
 
 # Training images/s of seg-host vs PyTorch Python, side by side: just bench-train 320x480 8 2
@@ -82,11 +89,14 @@ bench rounds="3":
     {{build_release}}
     JUST={{just_executable()}} {{torch_env}} bench/run {{rounds}}
 
-# Cross-compile seg-cam for aarch64 boards: one static (musl) binary for any L4T or Raspberry Pi OS.
+# Cross-compile seg-cam for aarch64 boards: a static (musl) binary with tract for any L4T or Raspberry Pi OS, and a glibc one with the onnxruntime engine too (plus PyPI's aarch64 libonnxruntime.so).
 build-board:
     scripts/setup-cross
     cargo build --release --target {{board_target}} -p segcam --bin seg-cam
-    @echo "board binary: {{board_bin}} ($(du -h {{board_bin}} | cut -f1), static aarch64)"
+    cargo build --release --target {{board_gnu_target}} -p segcam --features onnxruntime --bin seg-cam
+    board/fetch-onnxruntime
+    @echo "board binaries: {{board_bin}} ($(du -h {{board_bin}} | cut -f1), static aarch64, tract)"
+    @echo "                {{board_gnu_bin}} ($(du -h {{board_gnu_bin}} | cut -f1), aarch64 glibc, tract + onnxruntime with ${SEGCAM_CACHE:-$HOME/.cache/segcam}/board/onnxruntime/libonnxruntime.so)"
 
 # Ship seg-cam, a model and a config to a board over SSH: just deploy board=pi@raspberrypi.local [model=FILE] [config=FILE]
 deploy *settings: build-board

@@ -2,7 +2,7 @@
 
     python bench/ort_time.py MODEL THREADS RUNS
 
-The same input as device/examples/time_model.rs (every value 0.1), one warm-up run,
+Every input value 0.1 (dense convolutions take the same time on any values), one warm-up run,
 intra-op threads as given, default graph optimisations: what a user of onnxruntime gets.
 """
 import json

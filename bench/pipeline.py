@@ -63,6 +63,8 @@ def main():
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--engine", default="auto")
+    ap.add_argument("--bench-ms", type=float, help="seg-cam bench's median inference ms, to compare with")
     ap.add_argument("--warmup", type=float, default=5, help="seconds left out of the figures")
     ap.add_argument("--out")
     args = ap.parse_args()
@@ -70,6 +72,7 @@ def main():
     port = free_port()
     cmd = [args.seg_cam, "test://", "--model", args.model, "--width", str(args.width),
            "--height", str(args.height), "--rate", "60", "--threads", str(args.threads),
+           "--engine", args.engine,
            "--http", f"127.0.0.1:{port}", "--stats"]
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     lines = []
@@ -111,6 +114,12 @@ def main():
         "pipeline_fps": fps,
         "inference_ms": inference,
         "fps_over_inference_ceiling": fps / ceiling,
+        "engine": args.engine,
+        # The inference stage (fit to the input, normalise, run, argmax) in the pipeline
+        # against the bare model run of `seg-cam bench`, same threads.
+        "bench_ms": args.bench_ms,
+        "inference_over_bench": inference["median"] / args.bench_ms if args.bench_ms else None,
+        "fps_over_bench_ceiling": fps * args.bench_ms / 1000 if args.bench_ms else None,
         "overlay_ms": spread([f["overlay_ms"] for f in frames]),
         "jpeg_ms": spread([f["jpeg_ms"] for f in frames if f.get("jpeg_ms") is not None]),
         "latency_ms": spread([f["latency_ms"] for f in frames]),
@@ -126,6 +135,9 @@ def main():
     print(f"pipeline on {result['input']}, {result['model']}, threads {args.threads}, {args.seconds:.0f} s:")
     print(f"  frames/s {fps:.2f} vs 1/inference {ceiling:.2f} (median inference {inference['median']:.1f} ms)"
           f" → ratio {result['fps_over_inference_ceiling']:.2f}")
+    if args.bench_ms:
+        print(f"  inference stage {inference['median']:.1f} ms vs seg-cam bench {args.bench_ms:.1f} ms"
+              f" ({result['inference_over_bench']:.2f}×); frames/s × bench ms = {result['fps_over_bench_ceiling']:.2f}")
     print(f"  overlay {o['median']:.1f} ms, JPEG {j['median']:.1f} ms per frame (medians)"
           if j else f"  overlay {o['median']:.1f} ms per frame (median); no JPEG encoded")
     print(f"  resident memory after warm-up: first {r['first']:.1f} MiB, last {r['last']:.1f} MiB,"

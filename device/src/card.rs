@@ -20,6 +20,81 @@ pub enum Precision {
     Int8,
 }
 
+/// The engines that run a model on the board.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EngineKind {
+    /// tract: pure Rust, in every build (the static board binary included).
+    Tract,
+    /// onnxruntime through its shared library (the `onnxruntime` feature).
+    Onnxruntime,
+}
+
+impl EngineKind {
+    pub const ALL: [EngineKind; 2] = [EngineKind::Tract, EngineKind::Onnxruntime];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            EngineKind::Tract => "tract",
+            EngineKind::Onnxruntime => "onnxruntime",
+        }
+    }
+}
+
+impl std::str::FromStr for EngineKind {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s.to_ascii_lowercase().as_str() {
+            "tract" => Ok(EngineKind::Tract),
+            "onnxruntime" | "ort" => Ok(EngineKind::Onnxruntime),
+            _ => Err(format!("engine '{s}': expected tract or onnxruntime")),
+        }
+    }
+}
+
+impl std::fmt::Display for EngineKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// How an int8 graph is written: each engine runs one form with integer kernels.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum QuantFormat {
+    /// QuantizeLinear/DequantizeLinear pairs around f32 Conv, Add and MaxPool, uint8
+    /// activations, int8 per-channel weights: onnxruntime fuses these into its integer
+    /// kernels (tract runs them in f32).
+    Qdq,
+    /// `QLinearConv` nodes with int8 activations: tract's integer kernels.
+    Qlinear,
+}
+
+impl QuantFormat {
+    /// The engine that runs this form fastest.
+    pub fn engine(self) -> EngineKind {
+        match self {
+            QuantFormat::Qdq => EngineKind::Onnxruntime,
+            QuantFormat::Qlinear => EngineKind::Tract,
+        }
+    }
+
+    /// The form `engine` runs fastest.
+    pub fn for_engine(engine: EngineKind) -> Self {
+        match engine {
+            EngineKind::Tract => QuantFormat::Qlinear,
+            EngineKind::Onnxruntime => QuantFormat::Qdq,
+        }
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            QuantFormat::Qdq => "qdq",
+            QuantFormat::Qlinear => "qlinear",
+        }
+    }
+}
+
 /// What the output tensor holds.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -46,6 +121,19 @@ pub struct Quantization {
     pub calibration_images: usize,
     /// The f32 model's figures on the same validation images.
     pub f32_validation: Option<Figures>,
+    /// The int8 form of the graph (cards written before it existed: `qlinear`).
+    #[serde(default = "qlinear")]
+    pub format: QuantFormat,
+    /// Convolutions whose weights have one scale per tensor (the rest: per output channel).
+    #[serde(default)]
+    pub per_tensor_weights: usize,
+    /// Convolutions left in f32 because int8 cost a class too much.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub float_layers: Vec<String>,
+}
+
+fn qlinear() -> QuantFormat {
+    QuantFormat::Qlinear
 }
 
 /// The card. Serialised as JSON into the ONNX file.
@@ -68,6 +156,10 @@ pub struct ModelCard {
     /// Figures measured at export through the board's engine.
     pub export_validation: Option<Figures>,
     pub quantization: Option<Quantization>,
+    /// The engine the model was made for (an int8 form runs fast on one engine only);
+    /// `None`: any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub engine: Option<EngineKind>,
 }
 
 impl ModelCard {
@@ -90,6 +182,13 @@ impl ModelCard {
         }
         serde_json::from_value(value)
             .map_err(|e| Error::Invalid(format!("invalid model card: {e}")))
+    }
+
+    /// The engine this model was made for: the card's, or for int8 cards written before
+    /// engines were recorded, the one their form runs in.
+    pub fn made_for(&self) -> Option<EngineKind> {
+        self.engine
+            .or_else(|| self.quantization.as_ref().map(|q| q.format.engine()))
     }
 
     /// Check the card against what the graph says: its input shape and the number of
@@ -138,6 +237,7 @@ mod tests {
             }),
             export_validation: None,
             quantization: None,
+            engine: None,
         }
     }
 
@@ -145,6 +245,34 @@ mod tests {
     fn round_trips_through_json() {
         let card = sample();
         assert_eq!(ModelCard::from_json(&card.to_json()).unwrap(), card);
+        let mut int8 = sample();
+        int8.precision = Precision::Int8;
+        int8.engine = Some(EngineKind::Onnxruntime);
+        int8.quantization = Some(Quantization {
+            calibration: "minmax".into(),
+            calibration_images: 8,
+            f32_validation: None,
+            format: QuantFormat::Qdq,
+            per_tensor_weights: 0,
+            float_layers: vec!["/upsample/Conv".into()],
+        });
+        assert_eq!(ModelCard::from_json(&int8.to_json()).unwrap(), int8);
+    }
+
+    #[test]
+    fn cards_written_before_engines_read_as_tract_qlinear() {
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v["precision"] = "int8".into();
+        v["quantization"] = serde_json::json!({
+            "calibration": "minmax", "calibration_images": 4, "f32_validation": null
+        });
+        let card = ModelCard::from_json(&v.to_string()).unwrap();
+        let q = card.quantization.clone().unwrap();
+        assert_eq!(q.format, QuantFormat::Qlinear);
+        assert_eq!(q.format.engine(), EngineKind::Tract);
+        assert_eq!(card.engine, None);
+        assert_eq!(card.made_for(), Some(EngineKind::Tract));
+        assert_eq!(sample().made_for(), None, "an f32 card runs anywhere");
     }
 
     #[test]

@@ -4,8 +4,10 @@
 //! the board (`seg-cam`): the class list and palette, the preprocessing, the metrics,
 //! and the generated test scene; with the `live` feature, the pipeline of `seg-cam`.
 
+pub mod bench;
 pub mod card;
 pub mod classes;
+pub mod cpu;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "framebuffer")]

@@ -112,6 +112,7 @@ pub(crate) fn test_card(classes: usize, height: u32, width: u32) -> ModelCard {
         training_validation: None,
         export_validation: None,
         quantization: None,
+        engine: None,
     }
 }
 

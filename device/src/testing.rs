@@ -124,6 +124,7 @@ pub fn card(classes: ClassList, height: u32, width: u32, class_map: bool) -> Mod
         training_validation: None,
         export_validation: None,
         quantization: None,
+        engine: None,
     }
 }
 
@@ -154,11 +155,21 @@ pub fn workspace() -> PathBuf {
 /// `$SEGCAM_BOARD_BIN`, else what `just build-board` writes (under
 /// `$CARGO_TARGET_DIR` when that is set). Panics with what to run when it is missing.
 pub fn board_binary() -> PathBuf {
-    let path = std::env::var_os("SEGCAM_BOARD_BIN").map_or_else(
+    board_build("SEGCAM_BOARD_BIN", "aarch64-unknown-linux-musl")
+}
+
+/// The glibc board build with the onnxruntime engine: `$SEGCAM_BOARD_GNU_BIN`, else
+/// what `just build-board` writes.
+pub fn board_gnu_binary() -> PathBuf {
+    board_build("SEGCAM_BOARD_GNU_BIN", "aarch64-unknown-linux-gnu")
+}
+
+fn board_build(variable: &str, target: &str) -> PathBuf {
+    let path = std::env::var_os(variable).map_or_else(
         || {
-            let target = std::env::var_os("CARGO_TARGET_DIR")
+            let dir = std::env::var_os("CARGO_TARGET_DIR")
                 .map_or_else(|| workspace().join("target"), PathBuf::from);
-            target.join("aarch64-unknown-linux-musl/release/seg-cam")
+            dir.join(target).join("release/seg-cam")
         },
         PathBuf::from,
     );

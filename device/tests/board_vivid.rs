@@ -8,14 +8,18 @@ use std::process::Command;
 
 use image::RgbImage;
 use segcam::scene::scene_classes;
-use segcam::testing::{board_binary, card, workspace, write_model};
+use segcam::testing::{board_binary, board_gnu_binary, card, workspace, write_model};
 
 /// Boot the board with `share` at /share, run the board's seg-cam with `args`;
 /// returns the exit status and the console.
 fn on_board(share: &Path, args: &[&str]) -> (i32, String) {
+    run_on_board(share, &board_binary(), args)
+}
+
+fn run_on_board(share: &Path, program: &Path, args: &[&str]) -> (i32, String) {
     let status = Command::new(workspace().join("board/vivid-board"))
         .arg(share)
-        .arg(board_binary())
+        .arg(program)
         .args(args)
         .env("BOARD_TIMEOUT", "240")
         .output()
@@ -144,4 +148,111 @@ fn board_build_lists_and_captures_the_kernel_camera() {
             "{format}: vivid's picture moves; the frames should too"
         );
     }
+}
+
+/// The glibc board build runs the model in onnxruntime (PyPI's aarch64 library, shipped
+/// beside it as a release does) on vivid's frames, with tract on the very same frames
+/// (`--compare-engine`): the masks agree on ≥ 99.9% of pixels.
+#[test]
+fn board_gnu_build_runs_onnxruntime_and_agrees_with_tract_on_the_camera() {
+    let cache = std::env::var_os("SEGCAM_CACHE")
+        .map(std::path::PathBuf::from)
+        .unwrap_or_else(|| Path::new(&std::env::var_os("HOME").unwrap()).join(".cache/segcam"));
+    let ort = cache.join("board/onnxruntime");
+    assert!(
+        ort.join("libonnxruntime.so").is_file(),
+        "{}: run board/fetch-onnxruntime (`just build-board` does)",
+        ort.display()
+    );
+    let share = tempfile::tempdir().unwrap();
+    let lib = share.path().join("lib");
+    std::fs::create_dir(&lib).unwrap();
+    // glibc's loader and libraries from Debian arm64, the library from PyPI's wheel
+    for dir in [
+        "glibc-root/lib/aarch64-linux-gnu",
+        "glibc-root/usr/lib/aarch64-linux-gnu",
+    ] {
+        for entry in std::fs::read_dir(ort.join(dir))
+            .into_iter()
+            .flatten()
+            .flatten()
+        {
+            if entry.path().is_file() {
+                std::fs::copy(entry.path(), lib.join(entry.file_name())).unwrap();
+            }
+        }
+    }
+    std::fs::copy(
+        ort.join("libonnxruntime.so"),
+        share.path().join("libonnxruntime.so"),
+    )
+    .unwrap();
+    std::fs::copy(board_gnu_binary(), share.path().join("seg-cam")).unwrap();
+    // The board has no /lib: the wrapper runs seg-cam through the shipped loader.
+    let wrapper = share.path().join("seg-cam-gnu");
+    std::fs::write(
+        &wrapper,
+        "#!/bin/sh\nexec /share/lib/ld-linux-aarch64.so.1 --library-path /share/lib /share/seg-cam \"$@\"\n",
+    )
+    .unwrap();
+    write_model(
+        share.path(),
+        "model.onnx",
+        &card(scene_classes(), 24, 32, false),
+    );
+    let (code, console) = run_on_board(
+        share.path(),
+        &wrapper,
+        &[
+            "v4l2:///dev/video0",
+            "--model",
+            "/share/model.onnx",
+            "--engine",
+            "onnxruntime",
+            "--onnxruntime-lib",
+            "/share/libonnxruntime.so",
+            "--compare-engine",
+            "tract",
+            "--pixel-format",
+            "yuyv",
+            "--width",
+            "320",
+            "--height",
+            "180",
+            "--rate",
+            "30",
+            "--frames",
+            "6",
+            "--save-masks",
+            "/share/masks",
+            "--stats",
+            "--http",
+            "off",
+        ],
+    );
+    assert_eq!(code, 0, "{console}");
+    assert!(console.contains("in onnxruntime"), "{console}");
+    let frames: Vec<serde_json::Value> = console
+        .lines()
+        .filter_map(|l| serde_json::from_str::<serde_json::Value>(l.trim()).ok())
+        .filter(|s| s["event"] == "frame")
+        .collect();
+    assert_eq!(frames.len(), 6, "{console}");
+    for f in &frames {
+        let agreement = f["agreement"].as_f64().unwrap_or(0.0);
+        assert!(
+            agreement >= 0.999,
+            "onnxruntime vs tract on one frame: {agreement}: {f}"
+        );
+    }
+    let masks = files(&share.path().join("masks"));
+    assert_eq!(masks.len(), 6);
+    let used: std::collections::BTreeSet<u8> = masks
+        .iter()
+        .flat_map(|p| image::open(p).unwrap().into_luma8().into_raw())
+        .collect();
+    assert!(
+        used.len() > 1,
+        "one class everywhere tests nothing: {used:?}"
+    );
 }

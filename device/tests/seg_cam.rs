@@ -133,6 +133,98 @@ fn test_scene_for_five_frames_writes_five_masks_and_five_stats_lines() {
     }
 }
 
+/// Both engines give the same masks; an onnxruntime that is not there is named with
+/// every place looked at, and `seg-cam bench` times both and names the fastest.
+#[cfg(feature = "onnxruntime")]
+#[test]
+fn engines_agree_a_missing_onnxruntime_is_explained_and_bench_picks() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let model = model.to_str().unwrap();
+    // Files, not the live scene: a live source may drop different frames in each run.
+    let frames = dir.path().join("frames");
+    std::fs::create_dir(&frames).unwrap();
+    for i in 0..3 {
+        let scene = segcam::scene::render(11, i, 64, 48).image;
+        scene.save(frames.join(format!("f{i}.png"))).unwrap();
+    }
+    let mut masks = Vec::new();
+    for engine in ["tract", "onnxruntime"] {
+        let out = dir.path().join(engine);
+        let run = seg_cam(&[
+            frames.to_str().unwrap(),
+            "--model",
+            model,
+            "--engine",
+            engine,
+            "--http",
+            "off",
+            "--save-masks",
+            out.to_str().unwrap(),
+        ]);
+        let log = text(&run.stderr);
+        assert!(run.status.success(), "{engine}: {log}");
+        assert!(log.contains(&format!("in {engine} (")), "{engine}: {log}");
+        masks.push(
+            (1..=3)
+                .map(|i| read_mask(&out.join(format!("mask-{i:06}.png"))))
+                .collect::<Vec<_>>(),
+        );
+    }
+    assert_eq!(masks[0], masks[1], "tract and onnxruntime masks");
+
+    let run = seg_cam(&[
+        "test://",
+        "--model",
+        model,
+        "--engine",
+        "onnxruntime",
+        "--onnxruntime-lib",
+        "/nonexistent/libonnxruntime.so",
+        "--frames",
+        "1",
+        "--http",
+        "off",
+    ]);
+    let log = text(&run.stderr);
+    assert!(!run.status.success());
+    assert!(
+        log.contains("/nonexistent/libonnxruntime.so")
+            && log.contains("--onnxruntime-lib")
+            && log.contains("--engine tract"),
+        "{log}"
+    );
+
+    let json = dir.path().join("bench.json");
+    let run = seg_cam(&[
+        "bench",
+        "--model",
+        model,
+        "--threads",
+        "1,2",
+        "--runs",
+        "3",
+        "--warmup",
+        "1",
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    let table = text(&run.stdout);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(
+        table.contains("features:") && table.contains("fastest here:"),
+        "{table}"
+    );
+    let report: serde_json::Value = serde_json::from_slice(&std::fs::read(&json).unwrap()).unwrap();
+    let rows = report["report"]["rows"].as_array().unwrap();
+    assert_eq!(rows.len(), 4, "2 engines × 2 thread counts: {rows:?}");
+    let fastest = rows
+        .iter()
+        .map(|r| r["median_ms"].as_f64().unwrap())
+        .fold(f64::INFINITY, f64::min);
+    assert_eq!(report["pick"]["median_ms"].as_f64(), Some(fastest));
+}
+
 #[test]
 fn a_bad_model_file_exits_non_zero_naming_the_file_and_the_problem() {
     let dir = tempfile::tempdir().unwrap();

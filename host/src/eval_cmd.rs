@@ -45,6 +45,15 @@ pub struct EvalArgs {
     /// Engine threads for --model [default: the CPU count].
     #[arg(long)]
     pub threads: Option<usize>,
+    /// The engine for --model: auto (the one its card names), tract or onnxruntime.
+    #[arg(long, default_value = "auto")]
+    pub engine: segcam::engine::EngineChoice,
+    /// Where onnxruntime runs --model: cpu, cuda or tensorrt.
+    #[arg(long, default_value = "cpu")]
+    pub provider: segcam::engine::Provider,
+    /// The onnxruntime library [default: ORT_DYLIB_PATH, beside seg-host, the segcam venv].
+    #[arg(long, value_name = "FILE")]
+    pub onnxruntime_lib: Option<PathBuf>,
 }
 
 pub fn run(a: &EvalArgs) -> Result<()> {
@@ -65,7 +74,20 @@ fn run_model(a: &EvalArgs, model: &Path, bad: BadFiles) -> Result<()> {
     let threads = a
         .threads
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let engine = Engine::load(model, threads)?;
+    let engine = Engine::open(
+        model,
+        &segcam::engine::EngineOptions {
+            engine: a.engine,
+            threads,
+            provider: a.provider,
+            onnxruntime_lib: a.onnxruntime_lib.clone(),
+        },
+    )?;
+    tracing::info!(
+        "{} in {} ({threads} threads)",
+        model.display(),
+        engine.kind()
+    );
     let card = engine.card();
     let (h, w) = (card.input_height, card.input_width);
     if let Some(crop) = a.crop.filter(|&c| c != (h, w)) {

@@ -9,6 +9,7 @@ use seg_host::quantize::{self, QuantizeOptions};
 use seg_host::synth::{self, SynthOptions};
 use seg_host::train::{self, TrainConfig};
 use seg_host::{eval_cmd, info, size};
+use segcam::card::QuantFormat;
 
 #[derive(Parser)]
 #[command(
@@ -61,6 +62,21 @@ struct QuantizeArgs {
     data: Option<PathBuf>,
     #[arg(long, default_value = "val")]
     split: String,
+    /// The int8 form: qdq (onnxruntime's integer kernels) or qlinear (tract's) [default: the form --engine runs fastest].
+    #[arg(long, value_parser = ["qdq", "qlinear"])]
+    format: Option<String>,
+    /// The engine the model is made for, gated and timed in: auto (onnxruntime when its library is found), tract or onnxruntime.
+    #[arg(long, default_value = "auto")]
+    engine: segcam::engine::EngineChoice,
+    /// The onnxruntime library [default: ORT_DYLIB_PATH, beside seg-host, the segcam venv].
+    #[arg(long, value_name = "FILE")]
+    onnxruntime_lib: Option<PathBuf>,
+    /// qlinear weight scales: auto (per tensor where it costs little, so tract requantises in its kernel), per-channel or per-tensor.
+    #[arg(long, default_value = "auto")]
+    weights: quantize::WeightsChoice,
+    /// Largest IoU loss of any one class, in points, before the gate refuses the model.
+    #[arg(long, default_value_t = quantize::MAX_CLASS_DROP)]
+    max_class_drop: f64,
     /// Write the int8 model even if it fails the accuracy gate.
     #[arg(long)]
     force: bool,
@@ -309,20 +325,44 @@ fn run(cli: Cli) -> Result<()> {
             opts.split = a.split;
             opts.force = a.force;
             opts.skip_bad = a.skip_bad;
+            opts.format = a.format.as_deref().map(|f| match f {
+                "qdq" => QuantFormat::Qdq,
+                _ => QuantFormat::Qlinear,
+            });
+            opts.engine = a.engine;
+            opts.onnxruntime_lib = a.onnxruntime_lib;
+            opts.weights = a.weights;
+            opts.max_class_drop = a.max_class_drop;
             if let Some(n) = a.threads {
                 opts.threads = n;
             }
             let r = quantize::quantize(&opts)?;
             println!(
-                "wrote {} ({:.1} MB, {:.2}× smaller than f32): tract runs {} of {} convolutions with integer kernels",
+                "wrote {} ({:.1} MB, {:.2}× smaller than f32): {} form for {}{}{}",
                 r.out.display(),
                 r.int8_bytes as f64 / 1e6,
                 r.f32_bytes as f64 / r.int8_bytes as f64,
-                r.integer_convs,
-                r.integer_convs + r.float_convs
+                r.format.name(),
+                r.engine,
+                if r.format == QuantFormat::Qlinear {
+                    format!(
+                        "; tract runs {} of {} convolutions with integer kernels, {} with per-tensor weights",
+                        r.integer_convs,
+                        r.integer_convs + r.float_convs,
+                        r.per_tensor_weights
+                    )
+                } else {
+                    String::new()
+                },
+                if r.float_layers.is_empty() {
+                    String::new()
+                } else {
+                    format!("; kept in f32: {}", r.float_layers.join(", "))
+                }
             );
             println!(
-                "speed, same tract, {} threads: f32 {:.1} ms, int8 {:.1} ms per image ({:.2}×)",
+                "speed, same {}, {} threads: f32 {:.1} ms, int8 {:.1} ms per image ({:.2}× the speed)",
+                r.engine,
                 opts.threads,
                 r.f32_ms,
                 r.int8_ms,
@@ -343,6 +383,15 @@ fn run(cli: Cli) -> Result<()> {
                         ""
                     }
                 );
+                println!("per-class IoU, f32 → int8:");
+                let iou = |v: Option<f64>| v.map_or("   -  ".to_string(), |v| format!("{v:.4}"));
+                for (name, a, b) in &r.class_iou {
+                    let drop = match (a, b) {
+                        (Some(a), Some(b)) => format!("{:+.2}", 100.0 * (b - a)),
+                        _ => String::new(),
+                    };
+                    println!("  {name:<14} {} → {} {drop}", iou(*a), iou(*b));
+                }
             }
             Ok(())
         }

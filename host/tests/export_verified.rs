@@ -17,7 +17,7 @@ use std::path::Path;
 
 use seg_host::checkpoint;
 use seg_host::export::{self, verify, ExportOptions, Upsampler};
-use segcam::engine::argmax;
+use segcam::engine::{argmax, EngineChoice, EngineOptions};
 use segcam::onnx_card;
 use segcam::Engine;
 use tch::{Device, Kind, Tensor};
@@ -48,47 +48,52 @@ fn exported_models_agree_with_tch_tract_and_onnxruntime() {
         assert_eq!((trained.pixel_accuracy, trained.images), (0.61, 7));
         assert!(card.export_validation.is_none());
 
-        // (a) The written file through the engine, on images export did not see.
-        let engine = Engine::load(&out, 2).unwrap();
+        // (a) The written file through both engines, on images export did not see.
         let mut logits = Vec::new();
-        for (x, want) in inputs.iter().zip(&reference) {
-            let segcam::engine::Output::Logits(got) = engine.run(x).unwrap() else {
-                panic!("logits expected");
-            };
-            let diff = max_abs(&got, want);
-            let scale = max_abs(want, &vec![0.0; want.len()]);
-            eprintln!(
-                "{upsampler:?}: engine vs tch max abs diff {diff:.2e} (logits up to {scale:.2})"
-            );
-            assert!(diff <= TOLERANCE, "{upsampler:?}: engine vs tch {diff}");
-            assert!(scale > 0.5, "logits too small to test anything: {scale}");
-            logits.push(got);
-        }
+        for choice in [EngineChoice::Tract, EngineChoice::Onnxruntime] {
+            let engine = Engine::open(&out, &EngineOptions::tract(2).with_engine(choice)).unwrap();
+            assert_eq!(engine.kind().name(), choice.name());
+            for (x, want) in inputs.iter().zip(&reference) {
+                let segcam::engine::Output::Logits(got) = engine.run(x).unwrap() else {
+                    panic!("logits expected");
+                };
+                let diff = max_abs(&got, want);
+                let scale = max_abs(want, &vec![0.0; want.len()]);
+                eprintln!(
+                    "{upsampler:?}: {choice} vs tch max abs diff {diff:.2e} (logits up to {scale:.2})"
+                );
+                assert!(diff <= TOLERANCE, "{upsampler:?}: {choice} vs tch {diff}");
+                assert!(scale > 0.5, "logits too small to test anything: {scale}");
+                if choice == EngineChoice::Tract {
+                    logits.push(got);
+                }
+            }
 
-        // (c) Class maps: ≥ 99.9% of pixels agree with tch's argmax.
-        let (mut same, mut total) = (0, 0);
-        for (picture, want) in pictures.iter().zip(&reference) {
-            let ours = engine.classify(picture).unwrap();
-            let theirs = argmax(want, classes, w, h);
-            same += ours
-                .as_raw()
-                .iter()
-                .zip(theirs.as_raw())
-                .filter(|(a, b)| a == b)
-                .count();
-            total += ours.as_raw().len();
-            let used = theirs
-                .as_raw()
-                .iter()
-                .collect::<std::collections::HashSet<_>>()
-                .len();
-            assert!(used > 1, "a one-class map tests nothing");
+            // (c) Class maps: ≥ 99.9% of pixels agree with tch's argmax.
+            let (mut same, mut total) = (0, 0);
+            for (picture, want) in pictures.iter().zip(&reference) {
+                let ours = engine.classify(picture).unwrap();
+                let theirs = argmax(want, classes, w, h);
+                same += ours
+                    .as_raw()
+                    .iter()
+                    .zip(theirs.as_raw())
+                    .filter(|(a, b)| a == b)
+                    .count();
+                total += ours.as_raw().len();
+                let used = theirs
+                    .as_raw()
+                    .iter()
+                    .collect::<std::collections::HashSet<_>>()
+                    .len();
+                assert!(used > 1, "a one-class map tests nothing");
+            }
+            let agreement = same as f64 / total as f64;
+            assert!(
+                agreement >= 0.999,
+                "{upsampler:?}: {choice} class maps agree with tch on {agreement}"
+            );
         }
-        let agreement = same as f64 / total as f64;
-        assert!(
-            agreement >= 0.999,
-            "{upsampler:?}: class maps agree on {agreement}"
-        );
 
         // (b) onnx.checker and onnxruntime.
         let ort = onnxruntime_logits(&out, dir.path(), &inputs, h, w);
@@ -169,6 +174,10 @@ fn export_validation_and_eval_go_through_the_engine() {
         out: eval_out.clone(),
         skip_bad: false,
         threads: Some(1),
+        // The export's figures were measured in tract: the same engine reads them back exactly.
+        engine: EngineChoice::Tract,
+        provider: segcam::engine::Provider::Cpu,
+        onnxruntime_lib: None,
     };
     seg_host::eval_cmd::run(&args).unwrap();
     let summary: serde_json::Value =
@@ -287,6 +296,9 @@ fn bad_models_are_refused_by_name() {
         out: dir.path().join("eval"),
         skip_bad: false,
         threads: Some(1),
+        engine: EngineChoice::Auto,
+        provider: segcam::engine::Provider::Cpu,
+        onnxruntime_lib: None,
     };
     refused(
         seg_host::eval_cmd::run(&args("truncated.onnx")),

@@ -10,9 +10,10 @@ use std::path::{Path, PathBuf};
 
 use common::fixtures::{images, listing, max_abs, onnxruntime_logits, random_checkpoint, refused};
 use seg_host::export::{self, verify, ExportOptions};
+use seg_host::quantize::WeightsChoice;
 use seg_host::quantize::{self, Method, QuantizeOptions};
-use segcam::card::Precision;
-use segcam::engine::{argmax, Output};
+use segcam::card::{EngineKind, Precision, QuantFormat};
+use segcam::engine::{argmax, EngineChoice, EngineOptions, Output};
 use segcam::onnx_card;
 use segcam::Engine;
 
@@ -67,9 +68,15 @@ fn int8_models_run_integer_convolutions_and_agree_with_onnxruntime() {
     let out = dir.path().join("m.int8.onnx");
     let mut opts = options(&model, &data, &out);
     opts.method = Method::MinMax;
+    opts.engine = EngineChoice::Tract;
+    opts.weights = WeightsChoice::PerChannel;
     // Random weights make near-ties everywhere; the gate is tested on a trained model.
     opts.force = true;
     let report = quantize::quantize(&opts).unwrap();
+    assert_eq!(
+        (report.format, report.engine),
+        (QuantFormat::Qlinear, EngineKind::Tract)
+    );
 
     // Every convolution of the graph is a QLinearConv, and tract compiles each to an
     // integer matrix multiply.
@@ -94,11 +101,11 @@ fn int8_models_run_integer_convolutions_and_agree_with_onnxruntime() {
         report.int8_bytes,
         report.f32_bytes
     );
-    assert!(report.f32_ms > 0.0 && report.int8_ms > 0.0);
-
     let card = onnx_card::read_card(&out).unwrap();
     assert_eq!(card.precision, Precision::Int8);
+    assert_eq!(card.engine, Some(EngineKind::Tract));
     let q = card.quantization.as_ref().unwrap();
+    assert_eq!((q.format, q.per_tensor_weights), (QuantFormat::Qlinear, 0));
     assert_eq!(
         (q.calibration.as_str(), q.calibration_images),
         ("minmax", 6)
@@ -146,6 +153,90 @@ fn int8_models_run_integer_convolutions_and_agree_with_onnxruntime() {
         "onnxruntime vs tract (int8): {diff} of the range"
     );
     assert!(listing(dir.path()).iter().all(|n| !n.ends_with(".tmp")));
+}
+
+/// The form onnxruntime fuses: Q → DQ pairs around unchanged Conv/Add/MaxPool, uint8
+/// activations, int8 weights per channel behind DequantizeLinear(axis 0), int32 biases;
+/// recorded in the card, refused by the other engine, and close to f32 in onnxruntime.
+#[test]
+fn qdq_models_are_made_for_onnxruntime_and_say_so() {
+    let dir = tempfile::tempdir().unwrap();
+    let (model, data) = exported(dir.path());
+    let out = dir.path().join("m.qdq.onnx");
+    let mut opts = options(&model, &data, &out);
+    opts.method = Method::MinMax;
+    opts.force = true;
+    opts.format = Some(QuantFormat::Qdq);
+    let report = quantize::quantize(&opts).unwrap();
+    assert_eq!(
+        (report.format, report.engine),
+        (QuantFormat::Qdq, EngineKind::Onnxruntime)
+    );
+
+    let proto = onnx_card::decode_file(&out).unwrap();
+    let graph = proto.graph.as_ref().unwrap();
+    let count = |op: &str| graph.node.iter().filter(|n| n.op_type == op).count();
+    assert_eq!(count("Conv"), 22, "convolutions stay, between Q/DQ");
+    assert_eq!(count("QLinearConv"), 0);
+    assert_eq!(
+        count("Relu"),
+        0,
+        "every Relu folds into its producer's range"
+    );
+    assert!(count("QuantizeLinear") >= 22 && count("DequantizeLinear") > count("QuantizeLinear"));
+    let tensor = |name: &str| graph.initializer.iter().find(|t| t.name == name).unwrap();
+    // Activations uint8 (ONNX type 2), weights int8 (3) per channel, biases int32 (6).
+    for q in graph.node.iter().filter(|n| n.op_type == "QuantizeLinear") {
+        assert_eq!(tensor(&q.input[2]).data_type, 2, "{}", q.name);
+    }
+    let conv = graph.node.iter().find(|n| n.op_type == "Conv").unwrap();
+    let weight_dq = graph
+        .node
+        .iter()
+        .find(|n| n.output[0] == conv.input[1])
+        .unwrap();
+    assert_eq!(weight_dq.op_type, "DequantizeLinear");
+    assert_eq!(tensor(&weight_dq.input[0]).data_type, 3);
+    let out_channels = tensor(&weight_dq.input[0]).dims[0];
+    assert_eq!(tensor(&weight_dq.input[1]).dims, [out_channels]);
+    assert!(weight_dq
+        .attribute
+        .iter()
+        .any(|a| a.name == "axis" && a.i == 0));
+    if let Some(bias) = conv.input.get(2) {
+        let bias_dq = graph.node.iter().find(|n| &n.output[0] == bias).unwrap();
+        assert_eq!(tensor(&bias_dq.input[0]).data_type, 6);
+    }
+
+    let card = onnx_card::read_card(&out).unwrap();
+    assert_eq!(card.engine, Some(EngineKind::Onnxruntime));
+    assert_eq!(card.quantization.as_ref().unwrap().format, QuantFormat::Qdq);
+
+    // The other engine is refused by name; auto picks onnxruntime.
+    let tract = EngineOptions::tract(1);
+    let msg = Engine::open(&out, &tract).unwrap_err().to_string();
+    assert!(
+        msg.contains("m.qdq.onnx") && msg.contains("made for onnxruntime") && msg.contains("qdq"),
+        "{msg}"
+    );
+    let int8 = Engine::open(&out, &tract.clone().with_engine(EngineChoice::Auto)).unwrap();
+    assert_eq!(int8.kind(), EngineKind::Onnxruntime);
+    let f32_engine = Engine::load(&model, 1).unwrap();
+    let inputs = verify::normalised(&images(2, W, H), &card.normalization);
+    let (mut same, mut pixels) = (0, 0);
+    for x in &inputs {
+        let (a, b) = (logits(&f32_engine, x), logits(&int8, x));
+        let classes = card.classes.len();
+        let (ma, mb) = (argmax(&a, classes, W, H), argmax(&b, classes, W, H));
+        same += ma.pixels().zip(mb.pixels()).filter(|(p, q)| p == q).count();
+        pixels += (W * H) as usize;
+    }
+    let agreement = same as f64 / pixels as f64;
+    eprintln!("qdq int8 (onnxruntime) vs f32 (tract): {agreement:.4} of pixels the same class");
+    assert!(
+        agreement > 0.9,
+        "qdq int8 vs f32 class agreement {agreement}"
+    );
 }
 
 #[test]

@@ -44,6 +44,18 @@ struct Cli {
     /// Inference threads (0: every core).
     #[arg(long, value_name = "N")]
     threads: Option<usize>,
+    /// The engine: auto (the one the model's card names, if this build has it), tract or onnxruntime.
+    #[arg(long, value_name = "ENGINE")]
+    engine: Option<segcam::engine::EngineChoice>,
+    /// Where onnxruntime runs the model: cpu, cuda or tensorrt (needs a library built with it).
+    #[arg(long, value_name = "PROVIDER")]
+    provider: Option<segcam::engine::Provider>,
+    /// The onnxruntime library (default: ORT_DYLIB_PATH, beside seg-cam, the segcam venv).
+    #[arg(long, value_name = "FILE")]
+    onnxruntime_lib: Option<PathBuf>,
+    /// Also run each frame in this engine (tract, onnxruntime) and report the pixels that agree (`agreement` in --stats).
+    #[arg(long, value_name = "ENGINE")]
+    compare_engine: Option<segcam::card::EngineKind>,
     /// Requested capture width (cameras take the nearest size they offer).
     #[arg(long, value_name = "PIXELS")]
     width: Option<u32>,
@@ -130,6 +142,76 @@ impl Cli {
     }
 }
 
+/// `seg-cam bench`: time every engine × model × thread count here and name the fastest.
+#[derive(Debug, Parser)]
+#[command(
+    name = "seg-cam bench",
+    about = "Time every engine × model × thread count this machine can run, on the same input, and say which is fastest",
+    after_help = "Example:\n  seg-cam bench --model models/fcn.onnx --model models/fcn.int8.onnx --threads 1,2"
+)]
+struct BenchCli {
+    /// A model to time (repeat for several).
+    #[arg(long = "model", value_name = "FILE", required = true)]
+    models: Vec<PathBuf>,
+    /// Thread counts to try, comma-separated [default: every core].
+    #[arg(long, value_delimiter = ',', value_name = "N,…")]
+    threads: Vec<usize>,
+    /// Only these engines (tract, onnxruntime) [default: every one available].
+    #[arg(long = "engine", value_delimiter = ',', value_name = "ENGINE,…")]
+    engines: Vec<segcam::card::EngineKind>,
+    /// Untimed runs before timing.
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Timed runs of each combination (at least 3; fewer than this when --seconds runs out).
+    #[arg(long, default_value_t = 10)]
+    runs: usize,
+    /// Seconds of timed runs for one combination.
+    #[arg(long, default_value_t = 20.0)]
+    seconds: f64,
+    /// Where onnxruntime runs: cpu, cuda or tensorrt.
+    #[arg(long, default_value = "cpu")]
+    provider: segcam::engine::Provider,
+    /// The onnxruntime library (default: ORT_DYLIB_PATH, beside seg-cam, the segcam venv).
+    #[arg(long, value_name = "FILE")]
+    onnxruntime_lib: Option<PathBuf>,
+    /// Also write the results as JSON (with the pick) to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+}
+
+fn bench(cli: BenchCli) -> anyhow::Result<()> {
+    let threads = if cli.threads.is_empty() {
+        vec![std::thread::available_parallelism().map_or(1, |n| n.get())]
+    } else {
+        cli.threads
+    };
+    if threads.contains(&0) {
+        anyhow::bail!("--threads: 0 is not a thread count");
+    }
+    let options = segcam::bench::BenchOptions {
+        models: cli.models,
+        threads,
+        engines: cli.engines,
+        warmup: cli.warmup,
+        runs: cli.runs,
+        budget: std::time::Duration::from_secs_f64(cli.seconds.max(0.0)),
+        engine: segcam::engine::EngineOptions {
+            engine: segcam::engine::EngineChoice::Auto,
+            threads: 1,
+            provider: cli.provider,
+            onnxruntime_lib: cli.onnxruntime_lib,
+        },
+    };
+    let report = segcam::bench::run(&options, &mut |what| tracing::info!("timing {what}"))?;
+    print!("{}", report.table());
+    if let Some(path) = cli.json {
+        let json = serde_json::json!({ "report": &report, "pick": report.pick() });
+        std::fs::write(&path, serde_json::to_string_pretty(&json)?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
+    Ok(())
+}
+
 fn main() -> ExitCode {
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
@@ -139,7 +221,14 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    match run(Cli::parse_args()) {
+    let mut args = std::env::args_os();
+    let result = if args.nth(1).is_some_and(|a| a == "bench") {
+        let argv = std::iter::once("seg-cam bench".into()).chain(std::env::args_os().skip(2));
+        bench(BenchCli::parse_from(argv))
+    } else {
+        run(Cli::parse_args())
+    };
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("seg-cam: {e:#}");

@@ -5,6 +5,8 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::card::EngineKind;
+use crate::engine::{EngineChoice, EngineOptions, Provider};
 use crate::error::{Error, Result};
 use crate::overlay::{Filter, Visualize, DEFAULT_ALPHA};
 use crate::resize::ResizePolicy;
@@ -24,6 +26,15 @@ pub struct Config {
     pub model: PathBuf,
     /// Inference threads; 0 uses every core.
     pub threads: usize,
+    /// The engine: auto (the one the model's card names), tract or onnxruntime.
+    pub engine: EngineChoice,
+    /// Where onnxruntime runs the model: cpu, cuda or tensorrt.
+    pub provider: Provider,
+    /// The onnxruntime library (else ORT_DYLIB_PATH, beside seg-cam, the segcam venv).
+    pub onnxruntime_lib: Option<PathBuf>,
+    /// Also run every frame through this engine and report the share of pixels whose
+    /// class agrees (`agreement` in the stats): checks an engine on this board's camera.
+    pub compare_engine: Option<EngineKind>,
     /// Requested capture size and rate (cameras take the nearest they offer).
     pub width: u32,
     pub height: u32,
@@ -66,6 +77,10 @@ impl Default for Config {
             input: "v4l2:///dev/video0".into(),
             model: PathBuf::from(DEFAULT_MODEL),
             threads: 0,
+            engine: EngineChoice::default(),
+            provider: Provider::default(),
+            onnxruntime_lib: None,
+            compare_engine: None,
             width: 640,
             height: 480,
             rate: 30.0,
@@ -154,6 +169,16 @@ impl Config {
 
     pub fn http_enabled(&self) -> bool {
         !self.http.eq_ignore_ascii_case(HTTP_OFF)
+    }
+
+    /// The engine, threads, provider and library the model runs with.
+    pub fn engine_options(&self) -> EngineOptions {
+        EngineOptions {
+            engine: self.engine,
+            threads: self.engine_threads(),
+            provider: self.provider,
+            onnxruntime_lib: self.onnxruntime_lib.clone(),
+        }
     }
 
     /// Threads for the engine: `threads`, or every core when 0.

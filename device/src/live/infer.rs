@@ -18,7 +18,12 @@ pub struct Inferred {
     /// Class ids covering exactly the frame, at about the model's resolution (void
     /// where the model did not look).
     pub map: GrayImage,
+    /// Fitting, normalising, running the model and its argmax.
     pub inference_ms: f32,
+    /// Of which fitting the frame to the model's input.
+    pub preprocess_ms: f32,
+    /// Share of the model's pixels the comparison engine classifies the same.
+    pub agreement: Option<f32>,
 }
 
 /// How often a stage with nothing to do looks at the stop flag.
@@ -27,6 +32,7 @@ pub const POLL: Duration = Duration::from_millis(100);
 /// Run until the input queue closes or a stop is requested; closes both queues.
 pub fn run(
     engine: &Engine,
+    compare: Option<&Engine>,
     policy: ResizePolicy,
     input: &DropQueue<Frame>,
     output: &DropQueue<Inferred>,
@@ -48,6 +54,7 @@ pub fn run(
         };
         let start = Instant::now();
         let input_image = fit.prepare(&frame.image, &normalization);
+        let preprocess_ms = start.elapsed().as_secs_f32() * 1000.0;
         let class_map = match engine.classify(&input_image) {
             Ok(map) => map,
             Err(e) => {
@@ -56,10 +63,27 @@ pub fn run(
             }
         };
         let inference_ms = start.elapsed().as_secs_f32() * 1000.0;
+        let agreement = match compare.map(|c| c.classify(&input_image)) {
+            None => None,
+            Some(Ok(other)) => {
+                let same = class_map
+                    .iter()
+                    .zip(other.iter())
+                    .filter(|(a, b)| a == b)
+                    .count();
+                Some(same as f32 / class_map.len().max(1) as f32)
+            }
+            Some(Err(e)) => {
+                status.fail(e.to_string());
+                break;
+            }
+        };
         let inferred = Inferred {
             map: fit.map_over_frame(&class_map),
             frame,
             inference_ms,
+            preprocess_ms,
+            agreement,
         };
         if inferred.frame.live {
             output.push(inferred);

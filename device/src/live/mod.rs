@@ -19,8 +19,9 @@ use std::sync::Arc;
 pub use config::Config;
 pub use output::Summary;
 
+use crate::card::EngineKind;
 use crate::classes::ClassList;
-use crate::engine::Engine;
+use crate::engine::{Engine, EngineChoice, EngineOptions, Provider};
 use crate::error::{Error, Result};
 use crate::framebuffer::Framebuffer;
 use crate::http::{HttpServer, Published};
@@ -59,16 +60,38 @@ fn create_dir(path: &Path) -> Result<()> {
 /// Run the pipeline until the input ends, `frames` are done, or `stop` is set (by
 /// SIGINT/SIGTERM). An error names the file or device that caused it.
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
-    let engine = Engine::load(&config.model, config.engine_threads())?;
+    let engine = Engine::open(&config.model, &config.engine_options())?;
+    let compare = config
+        .compare_engine
+        .map(|kind| {
+            let options = EngineOptions {
+                engine: match kind {
+                    EngineKind::Tract => EngineChoice::Tract,
+                    EngineKind::Onnxruntime => EngineChoice::Onnxruntime,
+                },
+                provider: Provider::Cpu,
+                ..config.engine_options()
+            };
+            Engine::open(&config.model, &options)
+        })
+        .transpose()?;
+    if let Some(c) = &compare {
+        tracing::info!(
+            "comparing every frame with {} (agreement in --stats)",
+            c.kind()
+        );
+    }
     let card = engine.card();
     tracing::info!(
-        "model {} ({:?}, {}×{} input, {} classes) from {}; resize {:?}",
+        "model {} ({:?}, {}×{} input, {} classes) from {} in {} ({} threads); resize {:?}",
         card.name,
         card.precision,
         card.input_width,
         card.input_height,
         card.classes.len(),
         config.model.display(),
+        engine.kind(),
+        engine.threads(),
         config.resize
     );
     let ignore_class = config
@@ -137,7 +160,14 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         let inference = std::thread::Builder::new()
             .name("inference".into())
             .spawn_scoped(s, || {
-                infer::run(&engine, config.resize, &captured, &inferred, &status)
+                infer::run(
+                    &engine,
+                    compare.as_ref(),
+                    config.resize,
+                    &captured,
+                    &inferred,
+                    &status,
+                )
             })
             .expect("spawn the inference thread");
         let output = std::thread::Builder::new()

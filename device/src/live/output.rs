@@ -71,6 +71,11 @@ struct FrameLine<'a> {
     time_ms: f64,
     fps: f32,
     inference_ms: f32,
+    /// Of which fitting the frame to the model's input (resize, letterbox).
+    preprocess_ms: f32,
+    /// With --compare-engine: the share of pixels both engines classify the same.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    agreement: Option<f32>,
     /// Capture to output.
     latency_ms: f32,
     /// Drawing the overlay, HUD and legend onto the frame.
@@ -181,6 +186,8 @@ impl Stage<'_> {
             frame,
             map,
             inference_ms,
+            preprocess_ms,
+            agreement,
         } = inferred;
         let now = Instant::now();
         if let Some(last) = self.last_output {
@@ -270,6 +277,8 @@ impl Stage<'_> {
                 time_ms: self.start.elapsed().as_secs_f64() * 1000.0,
                 fps: self.fps,
                 inference_ms,
+                preprocess_ms,
+                agreement,
                 latency_ms: frame.captured.elapsed().as_secs_f32() * 1000.0,
                 overlay_ms,
                 jpeg_ms,

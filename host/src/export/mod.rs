@@ -208,6 +208,7 @@ pub fn card(info: &CheckpointInfo, name: String, spec: &graph::GraphSpec) -> Mod
         }),
         export_validation: None,
         quantization: None,
+        engine: None,
     }
 }
 

@@ -20,6 +20,11 @@ pub struct QParams {
 }
 
 impl QParams {
+    /// The same grid with a uint8 zero point (QDQ activations): q_u8 = q_i8 + 128.
+    pub fn zero_point_u8(&self) -> u8 {
+        (self.zero_point as i16 + 128) as u8
+    }
+
     /// The parameters that cover `lo..=hi` (widened to include 0, which must be exact:
     /// it is the padding value and what a folded `Relu` clamps to).
     pub fn covering(lo: f32, hi: f32) -> Self {
@@ -44,8 +49,8 @@ pub struct QuantizedConv {
 }
 
 /// The convolutions of `graph` that can be quantised: plain 2-D, ungrouped, weights
-/// (and bias, if any) as initialisers.
-pub fn plan(graph: &pb::GraphProto) -> Vec<QuantizedConv> {
+/// (and bias, if any) as initialisers, and not named in `keep_f32`.
+pub fn plan(graph: &pb::GraphProto, keep_f32: &HashSet<String>) -> Vec<QuantizedConv> {
     let initialisers: HashSet<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
     let readers = readers(graph);
     let outputs: HashSet<&str> = graph.output.iter().map(|o| o.name.as_str()).collect();
@@ -57,7 +62,12 @@ pub fn plan(graph: &pb::GraphProto) -> Vec<QuantizedConv> {
             .iter()
             .skip(1)
             .all(|n| initialisers.contains(n.as_str()));
-        if node.op_type != "Conv" || !ungrouped || !params_known || node.input.len() < 2 {
+        if node.op_type != "Conv"
+            || !ungrouped
+            || !params_known
+            || node.input.len() < 2
+            || keep_f32.contains(&node.name)
+        {
             continue;
         }
         let out = node.output[0].as_str();
@@ -93,6 +103,7 @@ pub fn rewrite(
     model: &pb::ModelProto,
     convs: &[QuantizedConv],
     params: &HashMap<String, QParams>,
+    weights: &dyn Fn(&str) -> WeightScale,
 ) -> Result<pb::ModelProto> {
     let graph = model.graph.as_ref().context("the model has no graph")?;
     let q = |value: &str| -> Result<QParams> {
@@ -169,7 +180,8 @@ pub fn rewrite(
             None => vec![0.0; channels],
         };
         dropped.insert(weight_name.clone());
-        let qw = quantize_weights(&w, channels);
+        let mode = weights(&node.name);
+        let qw = quantize_weights(&w, channels, mode);
         let bias_q: Vec<i32> = bias
             .iter()
             .zip(&qw.scales)
@@ -181,11 +193,15 @@ pub fn rewrite(
             .collect();
         let name = &node.name;
         added.push(i8_tensor(&format!("{name}.weight_q"), &dims, &qw.values));
-        added.push(f32_tensor(
-            &format!("{name}.weight_scale"),
-            &[channels as i64],
-            &qw.scales,
-        ));
+        // A per-tensor scale is written as a scalar: that is what tract fuses.
+        added.push(match mode {
+            WeightScale::PerChannel => f32_tensor(
+                &format!("{name}.weight_scale"),
+                &[channels as i64],
+                &qw.scales,
+            ),
+            WeightScale::PerTensor => f32_scalar(&format!("{name}.weight_scale"), qw.scales[0]),
+        });
         // Symmetric weights: one zero point (0) serves every channel.
         added.push(i8_tensor(&format!("{name}.weight_zero_point"), &[], &[0]));
         added.push(i32_tensor(
@@ -253,7 +269,7 @@ pub fn rewrite(
 }
 
 /// For each value, the nodes that read it.
-fn readers(graph: &pb::GraphProto) -> HashMap<&str, Vec<usize>> {
+pub(super) fn readers(graph: &pb::GraphProto) -> HashMap<&str, Vec<usize>> {
     let mut map: HashMap<&str, Vec<usize>> = HashMap::new();
     for (i, node) in graph.node.iter().enumerate() {
         for input in &node.input {
@@ -267,18 +283,33 @@ fn int8_name(value: &str) -> String {
     format!("{value}.int8")
 }
 
-/// Int8 weights, symmetric per output channel (the first dimension).
-struct QuantizedWeights {
-    values: Vec<i8>,
-    scales: Vec<f32>,
+/// How a convolution's int8 weights are scaled.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum WeightScale {
+    /// One scale per output channel: the finest, but tract then requantises outside
+    /// its matrix kernel.
+    PerChannel,
+    /// One scale for the tensor: tract fuses the requantisation into the kernel.
+    PerTensor,
 }
 
-fn quantize_weights(w: &[f32], channels: usize) -> QuantizedWeights {
+/// Int8 weights, symmetric (zero point 0), one scale per output channel (the first
+/// dimension; all equal when per tensor).
+pub(super) struct QuantizedWeights {
+    pub values: Vec<i8>,
+    pub scales: Vec<f32>,
+}
+
+pub(super) fn quantize_weights(w: &[f32], channels: usize, mode: WeightScale) -> QuantizedWeights {
     let per = w.len() / channels;
     let mut values = Vec::with_capacity(w.len());
     let mut scales = Vec::with_capacity(channels);
+    let tensor_max = w.iter().fold(0f32, |m, v| m.max(v.abs()));
     for row in w.chunks(per) {
-        let max = row.iter().fold(0f32, |m, v| m.max(v.abs()));
+        let max = match mode {
+            WeightScale::PerChannel => row.iter().fold(0f32, |m, v| m.max(v.abs())),
+            WeightScale::PerTensor => tensor_max,
+        };
         let scale = if max > 0.0 { max / 127.0 } else { 1.0 };
         values.extend(
             row.iter()
@@ -287,6 +318,23 @@ fn quantize_weights(w: &[f32], channels: usize) -> QuantizedWeights {
         scales.push(scale);
     }
     QuantizedWeights { values, scales }
+}
+
+/// The relative RMS error of `w` quantised to int8 with `mode`: ‖w − ŵ‖ / ‖w‖.
+pub fn weight_error(w: &[f32], channels: usize, mode: WeightScale) -> f64 {
+    let q = quantize_weights(w, channels, mode);
+    let per = w.len() / channels.max(1);
+    let (mut err, mut norm) = (0f64, 0f64);
+    for (i, (&x, &v)) in w.iter().zip(&q.values).enumerate() {
+        let back = v as f64 * q.scales[i / per.max(1)] as f64;
+        err += (x as f64 - back).powi(2);
+        norm += (x as f64).powi(2);
+    }
+    if norm > 0.0 {
+        (err / norm).sqrt()
+    } else {
+        0.0
+    }
 }
 
 /// The values of an f32 initialiser, stored as `raw_data` or `float_data`.
@@ -304,7 +352,7 @@ pub fn f32_values(t: &pb::TensorProto) -> Result<Vec<f32>> {
     }
 }
 
-fn simple_node(op: &str, name: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
+pub(super) fn simple_node(op: &str, name: &str, inputs: &[&str], output: &str) -> pb::NodeProto {
     pb::NodeProto {
         op_type: op.into(),
         name: name.into(),
@@ -314,7 +362,12 @@ fn simple_node(op: &str, name: &str, inputs: &[&str], output: &str) -> pb::NodeP
     }
 }
 
-fn tensor(name: &str, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> pb::TensorProto {
+pub(super) fn tensor(
+    name: &str,
+    dims: &[i64],
+    data_type: DataType,
+    raw_data: Vec<u8>,
+) -> pb::TensorProto {
     pb::TensorProto {
         name: name.into(),
         dims: dims.to_vec(),
@@ -324,16 +377,16 @@ fn tensor(name: &str, dims: &[i64], data_type: DataType, raw_data: Vec<u8>) -> p
     }
 }
 
-fn f32_scalar(name: &str, value: f32) -> pb::TensorProto {
+pub(super) fn f32_scalar(name: &str, value: f32) -> pb::TensorProto {
     f32_tensor(name, &[], &[value])
 }
 
-fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
+pub(super) fn f32_tensor(name: &str, dims: &[i64], values: &[f32]) -> pb::TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     tensor(name, dims, DataType::Float, raw)
 }
 
-fn i8_tensor(name: &str, dims: &[i64], values: &[i8]) -> pb::TensorProto {
+pub(super) fn i8_tensor(name: &str, dims: &[i64], values: &[i8]) -> pb::TensorProto {
     tensor(
         name,
         dims,
@@ -342,7 +395,7 @@ fn i8_tensor(name: &str, dims: &[i64], values: &[i8]) -> pb::TensorProto {
     )
 }
 
-fn i32_tensor(name: &str, dims: &[i64], values: &[i32]) -> pb::TensorProto {
+pub(super) fn i32_tensor(name: &str, dims: &[i64], values: &[i32]) -> pb::TensorProto {
     let raw = values.iter().flat_map(|v| v.to_le_bytes()).collect();
     tensor(name, dims, DataType::Int32, raw)
 }
@@ -375,10 +428,30 @@ mod tests {
     #[test]
     fn weights_are_symmetric_per_output_channel() {
         let w = [0.5, -1.0, 0.25, 0.0, 0.0, 0.0, 2.0, 1.0, -2.0];
-        let q = quantize_weights(&w, 3);
+        let q = quantize_weights(&w, 3, WeightScale::PerChannel);
         assert_eq!(q.scales, [1.0 / 127.0, 1.0, 2.0 / 127.0]);
         assert_eq!(&q.values[..3], &[64, -127, 32]);
         assert_eq!(&q.values[3..6], &[0, 0, 0]);
         assert_eq!(&q.values[6..], &[127, 64, -127]);
+    }
+
+    #[test]
+    fn per_tensor_weights_share_one_scale_and_cost_small_channels_precision() {
+        // Channel 0 spans ±2, channel 1 only ±0.01: one scale for both leaves channel 1
+        // a few steps, so its error grows while per channel stays fine.
+        let w = [2.0, -1.0, 0.5, -2.0, 0.01, -0.004, 0.007, -0.01];
+        let t = quantize_weights(&w, 2, WeightScale::PerTensor);
+        assert_eq!(t.scales, [2.0 / 127.0, 2.0 / 127.0]);
+        assert_eq!(&t.values[4..], &[1, 0, 0, -1]);
+        let per_channel = weight_error(&w, 2, WeightScale::PerChannel);
+        let per_tensor = weight_error(&w, 2, WeightScale::PerTensor);
+        assert!(per_channel < 0.005, "{per_channel}");
+        assert!(per_tensor > per_channel, "{per_tensor} vs {per_channel}");
+        // Equal ranges: both modes are the same.
+        let even = [1.0, -0.5, 0.25, -1.0, 0.5, 1.0];
+        assert_eq!(
+            weight_error(&even, 2, WeightScale::PerTensor),
+            weight_error(&even, 2, WeightScale::PerChannel)
+        );
     }
 }

@@ -1,0 +1,123 @@
+//! The tract backend: pure Rust, in every build. The graph is fixed to the card's input
+//! size and optimised once; tract's shape inference checks the outputs against the card
+//! before any frame is run.
+
+use tract_linalg::multithread::Executor;
+use tract_onnx::prelude::*;
+
+use super::check::{argmax_scores, check_output, Element};
+use super::Raw;
+use crate::card::{ModelCard, OutputKind};
+use crate::onnx_card::pb;
+
+/// tract's version, as linked.
+pub const VERSION: &str = "0.23.9";
+
+#[derive(Debug)]
+pub(super) struct Tract {
+    plan: Arc<TypedRunnableModel>,
+}
+
+impl Tract {
+    pub fn load(proto: &pb::ModelProto, card: &ModelCard, threads: usize) -> Result<Self, String> {
+        let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+        let (h, w) = (card.input_height as usize, card.input_width as usize);
+        let mut model = tract_onnx::onnx()
+            .model_for_proto_model(proto)
+            .map_err(|e| format!("tract cannot read the graph: {e:#}"))?;
+        let tract = |e: TractError| format!("tract cannot prepare the graph: {e:#}");
+        model
+            .set_input_fact(0, f32::fact([1, 3, h, w]).into())
+            .map_err(tract)?;
+        // A class map hides the channel count behind ArgMax: expose the scores too,
+        // long enough to check them against the card.
+        let scores =
+            match card.output_kind {
+                OutputKind::Logits => None,
+                OutputKind::ClassMap => {
+                    let label = argmax_scores(graph, card)?;
+                    Some(model.find_outlet_label(label).ok_or_else(|| {
+                        format!("the ArgMax's input '{label}' is not in the graph")
+                    })?)
+                }
+            };
+        let output = model.output_outlets().map_err(tract)?[0];
+        if let Some(s) = scores {
+            model.select_output_outlets(&[output, s]).map_err(tract)?;
+        }
+        let mut typed = model.into_typed().map_err(tract)?;
+        check_typed_outputs(&typed, card)?;
+        if scores.is_some() {
+            let output = typed.output_outlets().map_err(tract)?[0];
+            typed.select_output_outlets(&[output]).map_err(tract)?;
+        }
+        let plan = typed
+            .into_optimized()
+            .and_then(|m| m.into_runnable_with_options(&run_options(threads)))
+            .map_err(tract)?;
+        Ok(Self { plan })
+    }
+
+    pub fn run(&self, chw: &[f32], h: usize, w: usize) -> Result<Raw, String> {
+        let fail = |e: TractError| format!("inference failed: {e:#}");
+        let input = Tensor::from_shape(&[1, 3, h, w], chw).map_err(fail)?;
+        let mut outputs = self.plan.run(tvec![input.into()]).map_err(fail)?;
+        let output = outputs.remove(0).into_tensor();
+        let shape = output.shape().to_vec();
+        if output.datum_type() == DatumType::F32 {
+            let view = output.try_as_plain_ram().map_err(fail)?;
+            let values = view.as_slice::<f32>().map_err(fail)?.to_vec();
+            return Ok(Raw::Scores(shape, values));
+        }
+        let indices = output.cast_to::<i64>().map_err(fail)?;
+        let view = indices.try_as_plain_ram().map_err(fail)?;
+        Ok(Raw::Classes(
+            shape,
+            view.as_slice::<i64>().map_err(fail)?.to_vec(),
+        ))
+    }
+}
+
+/// tract's run options for `threads`: ≤ 1 runs on the calling thread, more on a private
+/// pool of that many threads.
+pub fn run_options(threads: usize) -> RunOptions {
+    let executor = if threads > 1 {
+        Executor::multithread(threads)
+    } else {
+        Executor::SingleThread
+    };
+    RunOptions {
+        executor: Some(executor),
+        ..Default::default()
+    }
+}
+
+/// The shapes tract infers for the card's input size against the card; for a class
+/// map, the scores behind its ArgMax (the second output while checking) too.
+fn check_typed_outputs(model: &TypedModel, card: &ModelCard) -> Result<(), String> {
+    let shape = |ix: usize| -> Result<(Vec<usize>, Element), String> {
+        let fact = model.output_fact(ix).map_err(|e| format!("{e:#}"))?;
+        let shape = fact.shape.as_concrete().ok_or_else(|| {
+            format!(
+                "the graph's output shape {:?} is not fixed by a 1×3×{}×{} input",
+                fact.shape, card.input_height, card.input_width
+            )
+        })?;
+        let element = match fact.datum_type {
+            DatumType::F32 => Element::F32,
+            dt if dt.is_integer() => Element::Integer,
+            dt => Element::Other(format!("{dt:?}")),
+        };
+        Ok((shape.to_vec(), element))
+    };
+    if card.output_kind == OutputKind::ClassMap {
+        let (scores, element) = shape(1)?;
+        let as_logits = ModelCard {
+            output_kind: OutputKind::Logits,
+            ..card.clone()
+        };
+        check_output(&scores, element, &as_logits)?;
+    }
+    let (out, element) = shape(0)?;
+    check_output(&out, element, card)
+}
