@@ -37,6 +37,7 @@ enum Raw {
 }
 
 impl Raw {
+    #[cfg_attr(not(feature = "onnxruntime"), allow(dead_code))]
     fn shape(&self) -> &[usize] {
         match self {
             Raw::Scores(s, _) | Raw::Classes(s, _) => s,

@@ -186,11 +186,7 @@ pub fn load_library(explicit: Option<&Path>) -> Result<(PathBuf, String), String
         }
         match ort::init_from(path) {
             Ok(_) => {
-                let version = ort::info()
-                    .split(',')
-                    .find_map(|part| part.trim().strip_prefix("git-branch=rel-"))
-                    .unwrap_or("unknown")
-                    .to_string();
+                let version = library_version(path).unwrap_or_else(|| "(version unknown)".into());
                 let loaded = LOADED.get_or_init(|| (path.clone(), version));
                 return Ok(loaded.clone());
             }
@@ -211,6 +207,30 @@ pub fn load_library(explicit: Option<&Path>) -> Result<(PathBuf, String), String
             tried.join("; ")
         }
     ))
+}
+
+/// The version the library reports (`OrtGetApiBase()->GetVersionString()`).
+fn library_version(path: &Path) -> Option<String> {
+    type ApiBase = unsafe extern "C" fn() -> *const ort::sys::OrtApiBase;
+    // SAFETY: the library is already open (ort opened it; this adds a reference) and
+    // exports OrtGetApiBase, whose GetVersionString returns a static C string.
+    unsafe {
+        let lib = libloading::Library::new(path).ok()?;
+        let get: libloading::Symbol<ApiBase> = lib.get(b"OrtGetApiBase").ok()?;
+        let base = get();
+        if base.is_null() {
+            return None;
+        }
+        let version = ((*base).GetVersionString)();
+        if version.is_null() {
+            return None;
+        }
+        Some(
+            std::ffi::CStr::from_ptr(version)
+                .to_string_lossy()
+                .into_owned(),
+        )
+    }
 }
 
 /// Where the library may be, with how each place was found.
