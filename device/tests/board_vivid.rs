@@ -195,6 +195,8 @@ fn board_gnu_build_runs_onnxruntime_and_agrees_with_tract_on_the_camera() {
         "#!/bin/sh\nexec /share/lib/ld-linux-aarch64.so.1 --library-path /share/lib /share/seg-cam \"$@\"\n",
     )
     .unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&wrapper, std::fs::Permissions::from_mode(0o755)).unwrap();
     write_model(
         share.path(),
         "model.onnx",

@@ -53,7 +53,7 @@ struct QuantizeArgs {
     #[arg(long, default_value_t = 32)]
     images: usize,
     /// minmax, percentile (99.99) or percentile:P.
-    #[arg(long, default_value = "percentile", value_parser = quantize::Method::parse)]
+    #[arg(long, default_value = "minmax", value_parser = quantize::Method::parse)]
     calibration: quantize::Method,
     #[arg(long)]
     out: PathBuf,

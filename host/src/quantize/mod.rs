@@ -109,7 +109,9 @@ impl QuantizeOptions {
             calib,
             calib_split: "train".into(),
             images: 32,
-            method: Method::Percentile(99.99),
+            // Measured on the demo model, both forms: minmax keeps 0.2 points more mIoU
+            // than percentile:99.99 (and is what onnxruntime's quantize_static does).
+            method: Method::MinMax,
             format: None,
             engine: EngineChoice::Auto,
             onnxruntime_lib: None,
