@@ -220,8 +220,8 @@ fn taps(from: u32, to: u32) -> Vec<(u32, u32, f32)> {
 }
 
 /// `image` resampled to `width`×`height` with a bilinear (triangle) filter, as image's
-/// `resize` does, through fast_image_resize's SIMD kernels: 0.3 ms instead of 2.6 for a
-/// 640×480 frame to 288×216 here.
+/// `resize` does, through fast_image_resize's SIMD kernels (seg-cam's `preprocess_ms`:
+/// 0.8 ms for 640×480 into a 320×480 input, against 2.6 ms with image's into 224×288).
 pub fn scale(image: &RgbImage, width: u32, height: u32) -> RgbImage {
     use fast_image_resize::images::{Image, ImageRef};
     use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};

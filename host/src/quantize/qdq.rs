@@ -13,8 +13,8 @@ use anyhow::{bail, Context, Result};
 use segcam::onnx_card::pb;
 
 use super::rewrite::{
-    f32_tensor, f32_values, i32_tensor, i8_tensor, quantize_weights, readers, simple_node, tensor,
-    QParams, WeightScale,
+    f32_tensor, f32_values, i32_tensor, i8_tensor, initialisers_after, quantize_weights, readers,
+    simple_node, tensor, QParams, WeightScale,
 };
 use pb::tensor_proto::DataType;
 
@@ -179,17 +179,7 @@ pub fn rewrite(
         }
     }
     let Writer { nodes, added, .. } = out;
-    let still_read: HashSet<&str> = nodes
-        .iter()
-        .flat_map(|n| n.input.iter().map(String::as_str))
-        .collect();
-    let mut kept: Vec<pb::TensorProto> = graph
-        .initializer
-        .iter()
-        .filter(|t| !dropped.contains(&t.name) || still_read.contains(t.name.as_str()))
-        .cloned()
-        .collect();
-    kept.extend(added);
+    let kept = initialisers_after(graph, &nodes, &dropped, added);
     let mut model = model.clone();
     // QuantizeLinear/DequantizeLinear with per-axis scales need opset 13.
     for opset in model.opset_import.iter_mut() {

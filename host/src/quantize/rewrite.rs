@@ -246,7 +246,25 @@ pub fn rewrite(
             ));
         }
     }
-    // Keep the initialisers some node still reads, in their original order.
+    let kept = initialisers_after(graph, &nodes, &dropped, added);
+    if convs.is_empty() {
+        bail!("the model has no convolution that can be quantised");
+    }
+    let mut model = model.clone();
+    let out = model.graph.as_mut().expect("checked above");
+    out.initializer = kept;
+    out.node = nodes;
+    Ok(model)
+}
+
+/// The graph's initialisers that `nodes` still read (those in `dropped` only if some
+/// node does), in their original order, then `added`.
+pub(super) fn initialisers_after(
+    graph: &pb::GraphProto,
+    nodes: &[pb::NodeProto],
+    dropped: &HashSet<String>,
+    added: Vec<pb::TensorProto>,
+) -> Vec<pb::TensorProto> {
     let still_read: HashSet<&str> = nodes
         .iter()
         .flat_map(|n| n.input.iter().map(String::as_str))
@@ -258,14 +276,7 @@ pub fn rewrite(
         .cloned()
         .collect();
     kept.extend(added);
-    if convs.is_empty() {
-        bail!("the model has no convolution that can be quantised");
-    }
-    let mut model = model.clone();
-    let out = model.graph.as_mut().expect("checked above");
-    out.initializer = kept;
-    out.node = nodes;
-    Ok(model)
+    kept
 }
 
 /// For each value, the nodes that read it.
