@@ -115,7 +115,8 @@ impl Cli {
     fn parse_args() -> Self {
         let defaults = toml::to_string(&Config::default()).expect("the defaults serialise");
         let command = Cli::command().after_help(format!(
-            "Defaults (a --config file takes the same keys):\n\n{defaults}"
+            "Which engine and model are fastest here: seg-cam bench --model A.onnx [--model B.onnx …] \
+             (seg-cam bench --help).\n\nDefaults (a --config file takes the same keys):\n\n{defaults}"
         ));
         let matches = command.get_matches();
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())

@@ -304,8 +304,9 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
             break (int8, int8_engine, Some(b), false);
         };
         // Leave the last convolutions (the head and the upsampler, where int8 steps
-        // show as flipped classes) in f32, one more each time.
-        if keep_f32.len() < MAX_FLOAT_FALLBACK && keep_f32.len() < convs.len() {
+        // show as flipped classes) in f32, one more each time; --force writes what was
+        // asked for as it is.
+        if !opts.force && keep_f32.len() < MAX_FLOAT_FALLBACK && keep_f32.len() < convs.len() {
             let next = convs[convs.len() - 1 - keep_f32.len()].clone();
             tracing::warn!("{message}; trying again with '{next}' in f32");
             keep_f32.insert(next);
