@@ -57,7 +57,10 @@ pub fn random_checkpoint(
     let net = Fcn::new(&vs.root(), classes.len() as i64);
     let opts = (Kind::Float, Device::Cpu);
     tch::no_grad(|| {
-        for (name, mut v) in vs.variables() {
+        // By name: the store's map has no order, and the seed must give the same model.
+        let mut variables: Vec<_> = vs.variables().into_iter().collect();
+        variables.sort_by(|a, b| a.0.cmp(&b.0));
+        for (name, mut v) in variables {
             if name.ends_with("bn1.weight")
                 || name.ends_with("bn2.weight")
                 || name.ends_with(".1.weight")
