@@ -52,6 +52,10 @@ pub fn random_checkpoint(
     classes: &ClassList,
     seed: i64,
 ) -> (PathBuf, nn::VarStore, Fcn) {
+    // tch's generator is global: tests of one binary run on parallel threads, so the
+    // seeding and every draw happen under one lock, or the seed would not fix the model.
+    static DRAWING: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = DRAWING.lock().unwrap_or_else(|p| p.into_inner());
     tch::manual_seed(seed);
     let vs = nn::VarStore::new(Device::Cpu);
     let net = Fcn::new(&vs.root(), classes.len() as i64);
