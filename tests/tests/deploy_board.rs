@@ -432,6 +432,77 @@ fn bad_input_is_refused_before_anything_reaches_a_board() {
     );
 }
 
+/// A config that names onnxruntime gets the glibc build with PyPI's aarch64 library
+/// beside it, both in the manifest; any other gets the static tract build alone.
+#[test]
+fn the_release_carries_the_engine_the_config_names() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = write_model(dir.path(), "m.onnx", &card(scene_classes(), 24, 32, false));
+    let bundle = |name: &str, config_text: &str| -> (PathBuf, String) {
+        let config = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&config, config_text).unwrap();
+        let out_dir = dir.path().join(name);
+        let out = Command::new(workspace().join("deploy/deploy"))
+            .args([
+                "bundle",
+                out_dir.to_str().unwrap(),
+                &format!("model={}", model.display()),
+                &format!("config={}", config.display()),
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let check = Command::new("sha256sum")
+            .args(["-c", "MANIFEST.sha256"])
+            .current_dir(&out_dir)
+            .output()
+            .unwrap();
+        assert!(check.status.success(), "{}", text(&check));
+        let manifest = std::fs::read_to_string(out_dir.join("MANIFEST.sha256")).unwrap();
+        (out_dir, manifest)
+    };
+    let elf_interpreter = |path: &Path| {
+        let out = Command::new("file").arg(path).output().unwrap();
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+
+    let (ort, manifest) = bundle("ort", "engine = \"onnxruntime\"\nhttp = \"0.0.0.0:8080\"\n");
+    assert!(manifest.contains("libonnxruntime.so"), "{manifest}");
+    let lib = elf_interpreter(&ort.join("libonnxruntime.so"));
+    assert!(
+        lib.contains("aarch64") && lib.contains("shared object"),
+        "{lib}"
+    );
+    let bin = elf_interpreter(&ort.join("seg-cam"));
+    assert!(
+        bin.contains("aarch64") && bin.contains("dynamically linked"),
+        "{bin}"
+    );
+    assert!(std::fs::read_to_string(ort.join("release.txt"))
+        .unwrap()
+        .contains("engine: onnxruntime"));
+
+    let (tract, manifest) = bundle("tract", "http = \"0.0.0.0:8080\"\n");
+    assert!(!manifest.contains("libonnxruntime"), "{manifest}");
+    assert!(!tract.join("libonnxruntime.so").exists());
+    let bin = elf_interpreter(&tract.join("seg-cam"));
+    assert!(
+        bin.contains("aarch64") && bin.contains("statically linked"),
+        "{bin}"
+    );
+
+    // An existing folder is never written into.
+    let out = Command::new(workspace().join("deploy/deploy"))
+        .args(["bundle", tract.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(
+        !out.status.success() && text(&out).contains("already exists"),
+        "{}",
+        text(&out)
+    );
+}
+
 #[test]
 fn the_unit_file_passes_systemd_analyze_verify() {
     // verify insists that ExecStart's program exists: point it at a stand-in.
