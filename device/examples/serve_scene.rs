@@ -68,7 +68,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             width: 640,
             height: 480,
             classes_present: legend,
-            no_signal: false,
+            ..Stats::default()
         };
         published.publish(encode_jpeg(&picture, DEFAULT_QUALITY)?, stats);
         std::thread::sleep(period.saturating_sub(tick.elapsed()));

@@ -7,6 +7,9 @@ use jpeg_encoder::{ColorType, Encoder};
 
 use crate::error::{Error, Result};
 
+/// The longest side a baseline JPEG can have.
+pub const MAX_SIDE: u32 = u16::MAX as u32;
+
 /// A quality that keeps class borders crisp at about 50 KB per 640×480 frame.
 pub const DEFAULT_QUALITY: u8 = 80;
 

@@ -8,6 +8,7 @@ pub mod bench;
 pub mod card;
 pub mod classes;
 pub mod cpu;
+pub mod decode;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "framebuffer")]

@@ -310,9 +310,14 @@ struct Running {
 
 impl Running {
     fn start(args: &[&str]) -> Self {
+        Self::start_with_env(args, &[])
+    }
+
+    fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(SEG_CAM)
             .args(args)
             .env("RUST_LOG", "info")
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -367,6 +372,22 @@ impl Running {
             }
         }
         panic!("no address in {:?}", self.log);
+    }
+
+    /// Wait for the process to end by itself; its status and everything it logged.
+    fn wait_exit(mut self) -> (std::process::ExitStatus, String) {
+        let start = Instant::now();
+        let status = loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                break status;
+            }
+            assert!(start.elapsed() < DEADLINE, "still running: {:?}", self.log);
+            std::thread::sleep(Duration::from_millis(20));
+        };
+        while let Ok(line) = self.stderr.recv_timeout(Duration::from_millis(500)) {
+            self.log.push(line);
+        }
+        (status, self.log.join("\n"))
     }
 
     /// Send `signal` and wait for a clean exit; returns stdout.
@@ -476,10 +497,14 @@ fn a_missing_camera_shows_no_signal_and_sigterm_stops_cleanly() {
     ]);
     let addr = run.address();
     wait_for("no signal", || stats(&addr)["no_signal"] == true);
-    assert_eq!(
-        get(&addr, "/healthz").0,
-        200,
-        "the pipeline itself is alive"
+    // A deploy's health check must see that no camera delivers.
+    let (code, body) = get(&addr, "/healthz");
+    assert_eq!(code, 503);
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    let reason = health["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("no signal") && reason.contains("/dev/video97"),
+        "{reason}"
     );
     // The page's picture is the "no signal" frame.
     let (code, jpeg) = get(&addr, "/snapshot.jpg");
@@ -562,4 +587,216 @@ fn the_page_in_headless_chromium_shows_changing_frames_and_live_stats() {
     );
     drop(browser);
     run.stop_with("-INT");
+}
+
+#[test]
+fn a_stage_that_panics_ends_the_process_with_an_error() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    for stage in ["capture", "inference", "output"] {
+        let fault = format!("{stage}:3:panic");
+        let run = Running::start_with_env(
+            &[
+                "test://",
+                "--model",
+                model.to_str().unwrap(),
+                "--http",
+                "127.0.0.1:0",
+                "--width",
+                "64",
+                "--height",
+                "48",
+                "--threads",
+                "1",
+            ],
+            &[("SEGCAM_TEST_FAULT", &fault)],
+        );
+        let (status, log) = run.wait_exit();
+        assert!(!status.success(), "{stage}: exit {status:?}");
+        assert!(
+            log.contains(&format!("the {stage} stage panicked")),
+            "{stage}: {log}"
+        );
+    }
+}
+
+#[test]
+fn systemd_hears_ready_and_watchdog_kicks_until_a_stage_hangs() {
+    use std::os::unix::net::UnixDatagram;
+    use std::sync::{Arc, Mutex};
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let socket_path = dir.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    // Everything seg-cam tells systemd, with when it arrived.
+    let heard: Arc<Mutex<Vec<(Instant, String)>>> = Arc::default();
+    {
+        let heard = heard.clone();
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 256];
+            while let Ok(n) = socket.recv(&mut buf) {
+                let message = String::from_utf8_lossy(&buf[..n]).into_owned();
+                heard.lock().unwrap().push((Instant::now(), message));
+            }
+        });
+    }
+    let mut run = Running::start_with_env(
+        &[
+            "test://",
+            "--model",
+            model.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--rate",
+            "20",
+            "--threads",
+            "1",
+        ],
+        &[
+            ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
+            // A kick every 100 ms while frames move.
+            ("WATCHDOG_USEC", "200000"),
+            ("SEGCAM_TEST_FAULT", "inference:40:hang"),
+        ],
+    );
+    let addr = run.address();
+    let kicks =
+        |heard: &[(Instant, String)]| heard.iter().filter(|(_, m)| m == "WATCHDOG=1\n").count();
+    wait_for("watchdog kicks", || kicks(&heard.lock().unwrap()) >= 3);
+    assert_eq!(heard.lock().unwrap()[0].1, "READY=1\n");
+
+    // Inference hangs at frame 40 (2 s at 20 frames/s): no frame moves, /healthz
+    // turns 503 once frames are 5 s stale, and the watchdog hears nothing after the
+    // last frame (its kicks stop within a period, 200 ms).
+    wait_for("/healthz to fail", || get(&addr, "/healthz").0 == 503);
+    let failed = Instant::now();
+    let (_, body) = get(&addr, "/healthz");
+    let health: serde_json::Value = serde_json::from_slice(&body).unwrap();
+    assert!(
+        health["reason"]
+            .as_str()
+            .unwrap()
+            .starts_with("no frame for"),
+        "{health}"
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    let heard = heard.lock().unwrap();
+    let last_kick = heard
+        .iter()
+        .rev()
+        .find(|(_, m)| m == "WATCHDOG=1\n")
+        .unwrap()
+        .0;
+    assert!(
+        last_kick + Duration::from_secs(3) < failed,
+        "kicked {:?} before /healthz failed: the watchdog was kicked by a hung pipeline",
+        failed - last_kick
+    );
+    assert!(kicks(&heard) >= 3);
+}
+
+#[test]
+fn a_folder_where_no_image_decodes_is_an_error_even_looping() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let shots = dir.path().join("shots");
+    std::fs::create_dir(&shots).unwrap();
+    for name in ["a.png", "b.jpg"] {
+        std::fs::write(shots.join(name), "not an image").unwrap();
+    }
+    let out = seg_cam(&[
+        shots.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--loop",
+        "--http",
+        "off",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("none of its 2 images"), "{err}");
+}
+
+/// The peak resident memory of a running process, in MiB.
+fn peak_rss_mib(pid: u32) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status.lines().find(|l| l.starts_with("VmHWM:")).unwrap();
+    let kib: u64 = line.split_whitespace().nth(1).unwrap().parse().unwrap();
+    kib / 1024
+}
+
+#[test]
+fn odd_and_huge_images_neither_end_the_run_nor_its_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let shots = dir.path().join("shots");
+    std::fs::create_dir(&shots).unwrap();
+    RgbImage::from_pixel(64, 48, Rgb([200, 30, 30]))
+        .save(shots.join("a.png"))
+        .unwrap();
+    // Taller than a JPEG can be: written scaled down.
+    RgbImage::from_pixel(4, 70_000, Rgb([30, 200, 30]))
+        .save(shots.join("b.png"))
+        .unwrap();
+    // A few hundred KB that would decode to 432 MB: refused from its header.
+    {
+        let file = std::fs::File::create(shots.join("c.png")).unwrap();
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 12_000, 12_000);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_compression(png::Compression::Balanced);
+        let mut writer = encoder
+            .write_header()
+            .unwrap()
+            .into_stream_writer()
+            .unwrap();
+        let row = vec![0u8; 12_000 * 3];
+        for _ in 0..12_000 {
+            writer.write_all(&row).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+    RgbImage::from_pixel(64, 48, Rgb([30, 30, 200]))
+        .save(shots.join("d.png"))
+        .unwrap();
+    let out_dir = dir.path().join("out");
+    let mut run = Running::start(&[
+        shots.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        out_dir.to_str().unwrap(),
+        "--loop",
+        "--stats",
+        "--http",
+        "127.0.0.1:0",
+        "--threads",
+        "1",
+    ]);
+    let addr = run.address();
+    // Three passes over the folder: 9 frames written, 3 huge files refused.
+    wait_for("three passes", || {
+        std::fs::read_dir(&out_dir).map_or(0, |d| d.count()) >= 9
+    });
+    let peak = peak_rss_mib(run.child.id());
+    assert!(peak < 300, "seg-cam peaked at {peak} MiB");
+    let tall = image::open(out_dir.join("frame-000002.jpg")).unwrap();
+    assert_eq!(
+        (tall.width(), tall.height()),
+        (4, 65_535),
+        "scaled to fit JPEG"
+    );
+    let s = stats(&addr);
+    assert!(s["corrupt_frames"].as_u64().unwrap() >= 3, "{s}");
+    assert_eq!(get(&addr, "/healthz").0, 200, "frames move");
+    let stdout = run.stop_with("-INT");
+    let lines = json_lines(stdout.as_bytes());
+    assert!(lines.len() >= 9);
+    assert!(
+        lines.iter().all(|l| l["skipped"] == 0),
+        "nothing had to be skipped"
+    );
 }

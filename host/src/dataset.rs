@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use image::{GrayImage, RgbImage};
 use segcam::classes::{ClassList, VOID};
+use segcam::decode::DecodeLimits;
 
 /// One image and its label file.
 #[derive(Debug, Clone)]
@@ -132,7 +133,7 @@ impl VocDataset {
     /// Decode sample `i`: the RGB image and its label map (class indices, 255 = void).
     pub fn load(&self, i: usize) -> Result<(RgbImage, GrayImage)> {
         let s = &self.samples[i];
-        let image = image::open(&s.image)
+        let image = segcam::decode::open_image(&s.image, &DecodeLimits::default())
             .with_context(|| format!("{}: cannot decode image", s.image.display()))?
             .to_rgb8();
         let label = read_label(&s.label, &self.classes)?;
@@ -163,6 +164,11 @@ pub fn read_label(path: &Path, classes: &ClassList) -> Result<GrayImage> {
     let corrupt =
         |e: &dyn std::fmt::Display| anyhow::anyhow!("{}: corrupt label PNG: {e}", path.display());
     let mut reader = decoder.read_info().map_err(|e| corrupt(&e))?;
+    // The header's size, before a buffer of that size exists.
+    let (width, height) = (reader.info().width, reader.info().height);
+    DecodeLimits::default()
+        .check_size(width, height)
+        .map_err(|why| corrupt(&why))?;
     let size = reader
         .output_buffer_size()
         .ok_or_else(|| corrupt(&"image too large"))?;
@@ -314,6 +320,22 @@ mod tests {
         let msg = format!("{:#}", read_label(&p, &ClassList::voc()).unwrap_err());
         assert!(
             msg.contains("broken.png") && msg.contains("corrupt"),
+            "{msg}"
+        );
+    }
+
+    #[test]
+    fn a_label_header_promising_a_huge_picture_is_refused_before_allocating() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("huge.png");
+        let file = std::fs::File::create(&p).unwrap();
+        let mut enc = png::Encoder::new(file, 12_000, 12_000);
+        enc.set_color(png::ColorType::Grayscale);
+        // The header alone: the old reader sized a 144 MB buffer from it.
+        drop(enc.write_header().unwrap());
+        let msg = format!("{:#}", read_label(&p, &ClassList::voc()).unwrap_err());
+        assert!(
+            msg.contains("huge.png") && msg.contains("12000×12000") && msg.contains("limit"),
             "{msg}"
         );
     }

@@ -148,6 +148,8 @@ impl Board {
                 format!("ssh -F {}", self.ssh_config.display()),
             )
             .env("SEGCAM_HEALTH_TIMEOUT", "60")
+            // A short soak keeps the test short; step 12 uses the default.
+            .env("SEGCAM_SOAK", "5")
             .env("SEGCAM_BOARD_BIN", board_binary())
             .stdin(Stdio::null());
         command
@@ -171,7 +173,8 @@ impl Board {
     fn get(&self, path: &str) -> (u16, String) {
         let mut s = TcpStream::connect(("127.0.0.1", self.http_port)).unwrap();
         s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-        write!(s, "GET {path} HTTP/1.0\r\nHost: board\r\n\r\n").unwrap();
+        // The board refuses Host names it does not know (DNS rebinding): an address.
+        write!(s, "GET {path} HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
         let mut raw = String::new();
         s.read_to_string(&mut raw).unwrap();
         let (head, body) = raw.split_once("\r\n\r\n").unwrap_or((&raw, ""));
@@ -396,6 +399,121 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     let mut want = vec![a.clone(), d.clone()];
     want.sort();
     assert_eq!(kept, want, "kept: the new current and its previous");
+
+    eprintln!("deploy test: step 9");
+    // 9. Two deploys at once: the board's lock takes them one after the other; both
+    // succeed, one of them is current, nothing half-done is left.
+    let (e, f) = (
+        config(files.path(), "e.toml", 20),
+        config(files.path(), "f.toml", 12),
+    );
+    let mut both: Vec<Child> = [&e, &f]
+        .iter()
+        .map(|c| {
+            board
+                .release_command(model, c.to_str().unwrap())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped())
+                .spawn()
+                .unwrap()
+        })
+        .collect();
+    let outs: Vec<Output> = both
+        .drain(..)
+        .map(|c| c.wait_with_output().unwrap())
+        .collect();
+    for out in &outs {
+        assert!(out.status.success(), "{}", text(out));
+    }
+    let ids: Vec<String> = outs.iter().map(release_id).collect();
+    assert!(ids.contains(&board.current()), "{ids:?}");
+    let listing = board.run("ls -a /opt/segcam");
+    assert!(!listing.contains(".lock"), "{listing}");
+    let listing = board.run("ls -a /opt/segcam/releases");
+    assert!(!listing.contains(".incoming-"), "{listing}");
+    assert_eq!(board.get("/healthz").0, 200);
+
+    eprintln!("deploy test: step 10");
+    // 10. A workstation with umask 077: the service still reads its release.
+    let g = config(files.path(), "g.toml", 18);
+    let mut command = board.release_command(model, g.to_str().unwrap());
+    // SAFETY: umask is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            libc::umask(0o077);
+            Ok(())
+        });
+    }
+    let out = command.output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let g_id = release_id(&out);
+    assert_eq!(board.current(), g_id);
+    assert_eq!(
+        board.run(&format!(
+            "stat -c %a /opt/segcam/releases/{g_id}/model.onnx"
+        )),
+        "644"
+    );
+    assert_eq!(board.get("/healthz").0, 200);
+
+    eprintln!("deploy test: step 11");
+    // 11. A deploy killed once its (broken) release is switched in: the activation
+    // goes on on the board without it, fails the health check and rolls back.
+    let mut killed = board
+        .release_command(broken, first)
+        .env("SEGCAM_HEALTH_TIMEOUT", "15")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .process_group(0)
+        .spawn()
+        .unwrap();
+    let start = Instant::now();
+    while board.current() == g_id {
+        assert!(start.elapsed() < Duration::from_secs(120), "never switched");
+        assert!(
+            killed.try_wait().unwrap().is_none(),
+            "ended before the switch"
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    kill_group(&killed);
+    let _ = killed.wait();
+    let start = Instant::now();
+    loop {
+        let last = board.run("cat /opt/segcam/last-activation 2>/dev/null || true");
+        if last.contains("rolled-back-to") {
+            assert!(last.contains(&format!("rolled-back-to-{g_id}")), "{last}");
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(180),
+            "no rollback: {last}"
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert_eq!(board.current(), g_id);
+    assert_eq!(board.get("/healthz").0, 200);
+    let out = board.deploy(&["status", "board=board"]);
+    assert!(text(&out).contains("last activation:"), "{}", text(&out));
+
+    eprintln!("deploy test: step 12");
+    // 12. A release that passes its first health check and then stops (after 60
+    // frames here) is caught by the soak period and rolled back.
+    let stops = files.path().join("stops.toml");
+    std::fs::write(
+        &stops,
+        std::fs::read_to_string(&g).unwrap() + "frames = 60\n",
+    )
+    .unwrap();
+    let out = board
+        .release_command(model, stops.to_str().unwrap())
+        .env("SEGCAM_SOAK", "20")
+        .output()
+        .unwrap();
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("rolled back"), "{}", text(&out));
+    assert_eq!(board.current(), g_id);
+    assert_eq!(board.get("/healthz").0, 200);
 }
 
 #[test]
@@ -430,6 +548,41 @@ fn bad_input_is_refused_before_anything_reaches_a_board() {
         said.contains("off.toml") && said.contains("healthz"),
         "{said}"
     );
+
+    // Nothing reaches ssh or the board's shell unchecked.
+    for (args, env, complaint) in [
+        (
+            vec!["status", "board=-oProxyCommand=touch /tmp/owned"],
+            None,
+            "board=",
+        ),
+        (vec!["status", "board=a b"], None, "board="),
+        (
+            vec!["logs", "board=nowhere", "lines=5;reboot"],
+            None,
+            "lines=",
+        ),
+        (
+            vec!["status", "board=nowhere"],
+            Some(("SEGCAM_ROOT", "/opt/x;reboot")),
+            "SEGCAM_ROOT",
+        ),
+        (
+            vec!["status", "board=nowhere"],
+            Some(("SEGCAM_SOAK", "5 x")),
+            "SEGCAM_SOAK",
+        ),
+    ] {
+        let mut command = Command::new(workspace().join("deploy/deploy"));
+        command.args(&args).env("SEGCAM_SSH", "false");
+        if let Some((k, v)) = env {
+            command.env(k, v);
+        }
+        let out = command.output().unwrap();
+        assert!(!out.status.success(), "{args:?}");
+        let said = text(&out);
+        assert!(said.contains(complaint), "{args:?}: {said}");
+    }
 }
 
 /// A config that names onnxruntime gets the glibc build with PyPI's aarch64 library
@@ -531,6 +684,17 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     let (ok, complaints) = check(&unit);
     assert!(ok && complaints.is_empty(), "{complaints}");
     assert!(unit.contains("Restart=on-failure"));
+    // systemd hears from seg-cam (READY=1, the watchdog) and bounds and sandboxes it.
+    for line in [
+        "Type=notify",
+        "WatchdogSec=",
+        "MemoryMax=",
+        "ProtectSystem=strict",
+        "DevicePolicy=closed",
+        "StateDirectory=segcam",
+    ] {
+        assert!(unit.lines().any(|l| l.starts_with(line)), "{line} missing");
+    }
     // The check itself notices a mistake.
     let (_, complaints) = check(&unit.replace("Restart=", "Restrt="));
     assert!(complaints.contains("Restrt"), "{complaints}");

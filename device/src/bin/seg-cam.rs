@@ -90,6 +90,21 @@ struct Cli {
     /// Address of the live page and stream, or "off".
     #[arg(long, value_name = "ADDR")]
     http: Option<String>,
+    /// A token every HTTP request but /healthz must carry (prefer --http-token-file: ps shows flags).
+    #[arg(long, value_name = "TOKEN")]
+    http_token: Option<String>,
+    /// A file whose first line is the HTTP token.
+    #[arg(long, value_name = "FILE")]
+    http_token_file: Option<PathBuf>,
+    /// Host names the page may be reached by besides addresses, localhost and this board's name (DNS-rebinding check; "*": any).
+    #[arg(long, value_delimiter = ',', value_name = "NAME,…")]
+    http_allowed_hosts: Option<Vec<String>>,
+    /// The largest image file or camera frame decoded, in pixels.
+    #[arg(long, value_name = "PIXELS")]
+    decode_max_pixels: Option<u64>,
+    /// The largest image file decoded, in bytes.
+    #[arg(long, value_name = "BYTES")]
+    decode_max_bytes: Option<u64>,
     /// Show frames on a Linux framebuffer, e.g. fb:///dev/fb0.
     #[arg(long, value_name = "URI")]
     fb: Option<String>,
@@ -213,7 +228,27 @@ fn bench(cli: BenchCli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// A panic in a pipeline stage ends the run with an error through the stage's guard;
+/// should the other stages not wind down (a camera read that never returns), exit
+/// anyway after a grace period, so that systemd restarts a whole process.
+fn exit_soon_after_a_stage_panics() {
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(5);
+    let report = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        report(info);
+        let stage = std::thread::current().name().map(str::to_string);
+        if matches!(stage.as_deref(), Some("capture" | "inference" | "output")) {
+            let _ = std::thread::Builder::new().spawn(|| {
+                std::thread::sleep(GRACE);
+                eprintln!("seg-cam: a stage panicked and the pipeline did not stop; exiting");
+                std::process::exit(70);
+            });
+        }
+    }));
+}
+
 fn main() -> ExitCode {
+    exit_soon_after_a_stage_panics();
     tracing_subscriber::fmt()
         .with_writer(std::io::stderr)
         .with_ansi(std::io::stderr().is_terminal())

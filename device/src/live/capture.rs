@@ -110,6 +110,7 @@ pub fn run(
                     live,
                 };
                 seq += 1;
+                super::fault::maybe_fail("capture", seq);
                 if live {
                     queue.push(frame);
                 } else if !queue.push_wait(frame) {

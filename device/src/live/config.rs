@@ -6,8 +6,10 @@ use std::path::{Path, PathBuf};
 use serde::{Deserialize, Serialize};
 
 use crate::card::EngineKind;
+use crate::decode::DecodeLimits;
 use crate::engine::{EngineChoice, EngineOptions, Provider};
 use crate::error::{Error, Result};
+use crate::http::HttpOptions;
 use crate::overlay::{Filter, Visualize, DEFAULT_ALPHA};
 use crate::resize::ResizePolicy;
 use crate::source::{PixelFormat, SourceOptions};
@@ -16,6 +18,10 @@ use crate::source::{PixelFormat, SourceOptions};
 pub const DEFAULT_MODEL: &str = "models/demo.int8.onnx";
 /// The value of `http` that turns the server off.
 pub const HTTP_OFF: &str = "off";
+/// Bounds of the capture settings (no camera offers more).
+const MAX_SIDE: u32 = 16384;
+const MAX_RATE: f32 = 1000.0;
+const MAX_THREADS: usize = 1024;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, rename_all = "kebab-case", deny_unknown_fields)]
@@ -56,6 +62,18 @@ pub struct Config {
     pub ignore_class: Option<String>,
     /// Address of the HTTP page and stream, or "off".
     pub http: String,
+    /// A token every HTTP request but `/healthz` must carry (`Authorization: Bearer`
+    /// or `?token=`); better given as `http-token-file`, which `ps` does not show.
+    pub http_token: Option<String>,
+    /// A file holding the HTTP token (its first line).
+    pub http_token_file: Option<PathBuf>,
+    /// Host names clients may reach the server by, besides its addresses, `localhost`
+    /// and this machine's name (a check against DNS rebinding; "*" turns it off).
+    pub http_allowed_hosts: Vec<String>,
+    /// The largest image file or frame decoded, in pixels (width × height).
+    pub decode_max_pixels: u64,
+    /// The largest image file or frame decoded, in bytes.
+    pub decode_max_bytes: u64,
     /// A framebuffer to show frames on, e.g. fb:///dev/fb0.
     pub fb: Option<String>,
     /// A folder to write each output frame to (frame-000001.jpg, …).
@@ -92,6 +110,11 @@ impl Default for Config {
             alpha: DEFAULT_ALPHA,
             ignore_class: None,
             http: crate::http::DEFAULT_ADDR.into(),
+            http_token: None,
+            http_token_file: None,
+            http_allowed_hosts: Vec::new(),
+            decode_max_pixels: DecodeLimits::default().max_pixels,
+            decode_max_bytes: DecodeLimits::default().max_bytes,
             fb: None,
             out: None,
             save_masks: None,
@@ -133,17 +156,36 @@ impl Config {
     }
 
     fn check(&self) -> std::result::Result<(), String> {
-        if self.width == 0 || self.height == 0 {
+        if !(1..=MAX_SIDE).contains(&self.width) || !(1..=MAX_SIDE).contains(&self.height) {
             return Err(format!(
-                "size {}×{}: both must be positive",
+                "size {}×{}: each side must be 1–{MAX_SIDE}",
                 self.width, self.height
             ));
         }
-        if !(self.rate > 0.0 && self.rate.is_finite()) {
+        if !(self.rate > 0.0 && self.rate <= MAX_RATE) {
             return Err(format!(
-                "rate {}: expected frames per second > 0",
+                "rate {}: expected frames per second in (0, {MAX_RATE}]",
                 self.rate
             ));
+        }
+        if self.threads > MAX_THREADS {
+            return Err(format!(
+                "threads {}: expected 0 (every core) to {MAX_THREADS}",
+                self.threads
+            ));
+        }
+        if self.decode_max_pixels == 0 || self.decode_max_bytes == 0 {
+            return Err("decode-max-pixels and decode-max-bytes must be positive".into());
+        }
+        if self.http_token.is_some() && self.http_token_file.is_some() {
+            return Err("http-token and http-token-file: give one, not both".into());
+        }
+        if self
+            .http_token
+            .as_deref()
+            .is_some_and(|t| t.trim().is_empty())
+        {
+            return Err("http-token is empty".into());
         }
         if !(1..=100).contains(&self.jpeg_quality) {
             return Err(format!(
@@ -164,7 +206,38 @@ impl Config {
             rate: self.rate,
             pixel_format: self.pixel_format,
             looping: self.looping,
+            decode: DecodeLimits {
+                max_pixels: self.decode_max_pixels,
+                max_bytes: self.decode_max_bytes,
+            },
         }
+    }
+
+    /// The HTTP server's settings; reads the token file, whose errors name it.
+    pub fn http_options(&self) -> Result<HttpOptions> {
+        let token = match (&self.http_token, &self.http_token_file) {
+            (Some(token), _) => Some(token.trim().to_string()),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
+                    path: path.clone(),
+                    source,
+                })?;
+                let token = text.lines().next().unwrap_or_default().trim().to_string();
+                if token.is_empty() {
+                    return Err(Error::Invalid(format!(
+                        "{}: the HTTP token file is empty",
+                        path.display()
+                    )));
+                }
+                Some(token)
+            }
+            (None, None) => None,
+        };
+        Ok(HttpOptions {
+            token,
+            allowed_hosts: self.http_allowed_hosts.clone(),
+            ..HttpOptions::default()
+        })
     }
 
     pub fn http_enabled(&self) -> bool {
@@ -233,6 +306,16 @@ mod tests {
         assert!(msg.contains("cam.toml") && msg.contains("300"), "{msg}");
         let msg = err("width = 0");
         assert!(msg.contains("cam.toml") && msg.contains("0×480"), "{msg}");
+        let msg = err("width = 100000");
+        assert!(msg.contains("cam.toml") && msg.contains("100000"), "{msg}");
+        let msg = err("threads = 5000");
+        assert!(msg.contains("threads 5000"), "{msg}");
+        let msg = err("rate = -3");
+        assert!(msg.contains("rate -3"), "{msg}");
+        let msg = err("http-token = \"a\"\nhttp-token-file = \"t\"");
+        assert!(msg.contains("not both"), "{msg}");
+        let msg = err("decode-max-pixels = 0");
+        assert!(msg.contains("decode-max-pixels"), "{msg}");
         let msg = err("[broken");
         assert!(msg.contains("cam.toml") && msg.contains("TOML"), "{msg}");
     }
@@ -246,5 +329,39 @@ mod tests {
         let off = Config::merge(None, table("http = \"off\"")).unwrap();
         assert!(!off.http_enabled());
         assert!(Config::default().engine_threads() >= 1);
+    }
+
+    #[test]
+    fn the_http_token_comes_from_the_file_named() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("token");
+        std::fs::write(&file, "  s3cret \nignored\n").unwrap();
+        let c = Config {
+            http_token_file: Some(file.clone()),
+            http_allowed_hosts: vec!["cam.lan".into()],
+            ..Config::default()
+        };
+        let options = c.http_options().unwrap();
+        assert_eq!(options.token.as_deref(), Some("s3cret"));
+        assert_eq!(options.allowed_hosts, ["cam.lan"]);
+        std::fs::write(&file, "\n").unwrap();
+        let msg = c.http_options().unwrap_err().to_string();
+        assert!(
+            msg.contains("token") && msg.contains(file.to_str().unwrap()),
+            "{msg}"
+        );
+        let c = Config {
+            http_token_file: Some(dir.path().join("missing")),
+            ..Config::default()
+        };
+        assert!(c
+            .http_options()
+            .unwrap_err()
+            .to_string()
+            .contains("missing"));
+        assert_eq!(
+            Config::default().http_options().unwrap(),
+            HttpOptions::default()
+        );
     }
 }

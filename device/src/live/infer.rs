@@ -63,6 +63,7 @@ pub fn run(
             }
         };
         let inference_ms = start.elapsed().as_secs_f32() * 1000.0;
+        super::fault::maybe_fail("inference", frame.seq + 1);
         let agreement = match compare.map(|c| c.classify(&input_image)) {
             None => None,
             Some(Ok(other)) => {

@@ -8,9 +8,11 @@
 
 pub mod capture;
 pub mod config;
+mod fault;
 pub mod infer;
 pub mod output;
 pub mod status;
+pub mod watchdog;
 
 use std::path::Path;
 use std::sync::atomic::AtomicBool;
@@ -28,7 +30,8 @@ use crate::http::{HttpServer, Published};
 use crate::overlay::OverlayOptions;
 use crate::queue::DropQueue;
 use crate::source::Input;
-use capture::Opener;
+use capture::{Frame, Opener};
+use infer::Inferred;
 use status::Status;
 
 /// Frames each queue holds: one waiting frame per stage keeps latency at about a
@@ -115,7 +118,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     let fb = config.fb.as_deref().map(Framebuffer::open).transpose()?;
     let published = Arc::new(Published::new());
     let server = if config.http_enabled() {
-        let server = HttpServer::start(&config.http, published.clone())?;
+        let server =
+            HttpServer::start_with(&config.http, published.clone(), config.http_options()?)?;
         tracing::info!("serving http://{}/", server.local_addr());
         Some(server)
     } else {
@@ -145,14 +149,24 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
             .then(|| Box::new(std::io::stdout()) as Box<dyn std::io::Write + Send>),
     };
 
+    watchdog::start(stop.clone());
     let status = Status::with_stop_flag(stop);
     let captured = DropQueue::new(QUEUE_DEPTH);
     let inferred = DropQueue::new(QUEUE_DEPTH);
     let dropped = || captured.dropped() + inferred.dropped();
+    let guard = |stage| StageGuard {
+        stage,
+        status: &status,
+        captured: &captured,
+        inferred: &inferred,
+    };
+    // The model is loaded and the outputs are open: tell systemd (Type=notify).
+    watchdog::ready();
     let summary = std::thread::scope(|s| {
         let capture = std::thread::Builder::new()
             .name("capture".into())
             .spawn_scoped(s, || {
+                let _guard = guard("capture");
                 let opener = Opener::new(|| input.open(&options), input.retry_on_failure());
                 capture::run(first, opener, &captured, &status)
             })
@@ -160,6 +174,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         let inference = std::thread::Builder::new()
             .name("inference".into())
             .spawn_scoped(s, || {
+                let _guard = guard("inference");
                 infer::run(
                     &engine,
                     compare.as_ref(),
@@ -173,6 +188,7 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         let output = std::thread::Builder::new()
             .name("output".into())
             .spawn_scoped(s, || {
+                let _guard = guard("output");
                 output::run(settings, sinks, &inferred, &dropped, &status)
             })
             .expect("spawn the output thread");
@@ -188,11 +204,32 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     if let Some(server) = server {
         server.shutdown();
     }
-    let summary = summary.map_err(|_| Error::Invalid("the output thread panicked".into()))?;
     if let Some(error) = status.error() {
         return Err(Error::Invalid(error));
     }
-    summary
+    summary.map_err(|_| Error::Invalid("the output stage panicked".into()))?
+}
+
+/// Ends the run when its stage panics: records the error and closes both queues, so
+/// that the other stages stop instead of waiting for a stage that is gone.
+struct StageGuard<'a> {
+    stage: &'static str,
+    status: &'a Status,
+    captured: &'a DropQueue<Frame>,
+    inferred: &'a DropQueue<Inferred>,
+}
+
+impl Drop for StageGuard<'_> {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            self.status.fail(format!(
+                "the {} stage panicked (its message is above)",
+                self.stage
+            ));
+            self.captured.close();
+            self.inferred.close();
+        }
+    }
 }
 
 #[cfg(test)]

@@ -14,12 +14,13 @@ use serde::Serialize;
 
 use super::infer::{Inferred, POLL};
 use super::status::Status;
+use super::watchdog;
 use crate::classes::ClassList;
 use crate::error::{Error, Result};
 use crate::framebuffer::Framebuffer;
 use crate::http::{Published, Stats};
 use crate::hud::{self, HudInfo};
-use crate::jpeg::encode_jpeg;
+use crate::jpeg::{encode_jpeg, MAX_SIDE};
 use crate::overlay::{Overlay, OverlayOptions, PresentClass};
 use crate::queue::{DropQueue, Pop};
 use crate::resize::resample_labels;
@@ -58,6 +59,8 @@ pub struct Summary {
     pub frames: u64,
     pub dropped: u64,
     pub corrupt: u64,
+    /// Frames processed but not written as JPEG (no output could take them).
+    pub skipped: u64,
 }
 
 /// One `--stats` line per output frame.
@@ -84,6 +87,7 @@ struct FrameLine<'a> {
     jpeg_ms: Option<f32>,
     dropped: u64,
     corrupt: u64,
+    skipped: u64,
     width: u32,
     height: u32,
     /// Every class present with its share of the frame (the ignored class too).
@@ -112,6 +116,7 @@ struct Stage<'a> {
     last_snapshot: Option<Instant>,
     last_no_signal: Option<Instant>,
     reported_no_signal: bool,
+    skipped: u64,
 }
 
 /// Run until the queue closes, a stop is requested or `frames` are done (which
@@ -138,6 +143,7 @@ pub fn run(
         last_snapshot: None,
         last_no_signal: None,
         reported_no_signal: false,
+        skipped: 0,
     };
     let result = stage.run(queue);
     queue.close();
@@ -154,16 +160,19 @@ impl Stage<'_> {
                 Pop::Item(inferred) => {
                     self.signal_report(false)?;
                     self.frame(inferred)?;
+                    // Frames move: the pipeline is alive, end to end.
+                    watchdog::alive();
+                    super::fault::maybe_fail("output", self.frames);
                     if self.settings.frames.is_some_and(|n| self.frames >= n) {
                         self.status.stop();
                     }
                 }
-                Pop::Empty if self.status.no_signal() => self.no_signal()?,
-                Pop::Empty => {
-                    if let Some(p) = &self.sinks.http {
-                        p.heartbeat();
-                    }
+                Pop::Empty if self.status.no_signal() => {
+                    self.no_signal()?;
+                    // Waiting for the camera, knowingly: alive too.
+                    watchdog::alive();
                 }
+                Pop::Empty => self.idle(),
                 Pop::Closed => break,
             }
         }
@@ -178,6 +187,49 @@ impl Stage<'_> {
             frames: self.frames,
             dropped: (self.dropped)(),
             corrupt: self.status.corrupt.load(Ordering::Relaxed),
+            skipped: self.skipped,
+        }
+    }
+
+    /// No frame came: keep the counters on the page and in `/healthz` current (a
+    /// source whose every frame is corrupt shows up here).
+    fn idle(&mut self) {
+        let Some(published) = &self.sinks.http else {
+            return;
+        };
+        let mut stats = published.stats();
+        let corrupt = self.status.corrupt.load(Ordering::Relaxed);
+        let dropped = (self.dropped)();
+        if (stats.corrupt_frames, stats.dropped_frames) != (corrupt, dropped) {
+            stats.corrupt_frames = corrupt;
+            stats.dropped_frames = dropped;
+            published.set_stats(stats);
+        }
+    }
+
+    /// The picture as JPEG; a picture JPEG cannot hold is scaled down to fit, and one
+    /// that still fails is skipped and counted (one odd frame never ends a run).
+    fn encode(&mut self, picture: &RgbImage, n: u64) -> Option<Vec<u8>> {
+        let (w, h) = picture.dimensions();
+        let longest = w.max(h);
+        let result = if longest > MAX_SIDE {
+            let scale = MAX_SIDE as f64 / longest as f64;
+            let fit = |side: u32| ((side as f64 * scale).round() as u32).clamp(1, MAX_SIDE);
+            let smaller = imageops::resize(picture, fit(w), fit(h), FilterType::Triangle);
+            encode_jpeg(&smaller, self.settings.jpeg_quality)
+        } else {
+            encode_jpeg(picture, self.settings.jpeg_quality)
+        };
+        match result {
+            Ok(jpeg) => Some(jpeg),
+            Err(e) => {
+                self.skipped += 1;
+                tracing::warn!(
+                    "frame {n}: {e}; not written as JPEG ({} so far)",
+                    self.skipped
+                );
+                None
+            }
         }
     }
 
@@ -225,8 +277,8 @@ impl Stage<'_> {
         // One encoding per frame, for whichever outputs want it.
         let (jpeg, jpeg_ms) = if publish || self.sinks.out.is_some() {
             let encoding = Instant::now();
-            let jpeg = encode_jpeg(&picture, self.settings.jpeg_quality)?;
-            (Some(jpeg), Some(encoding.elapsed().as_secs_f32() * 1000.0))
+            let jpeg = self.encode(&picture, n);
+            (jpeg, Some(encoding.elapsed().as_secs_f32() * 1000.0))
         } else {
             (None, None)
         };
@@ -253,18 +305,19 @@ impl Stage<'_> {
                 inference_ms,
                 dropped_frames: dropped,
                 corrupt_frames: corrupt,
+                skipped_frames: self.skipped,
                 model: self.settings.model.clone(),
                 width,
                 height,
                 classes_present: legend.clone(),
                 no_signal: false,
+                problem: None,
             };
             if let (true, Some(jpeg)) = (publish, jpeg) {
                 published.publish(jpeg, stats);
                 self.last_snapshot = Some(Instant::now());
             } else {
                 published.set_stats(stats);
-                published.heartbeat();
             }
         }
         if self.sinks.stats.is_some() {
@@ -284,6 +337,7 @@ impl Stage<'_> {
                 jpeg_ms,
                 dropped,
                 corrupt,
+                skipped: self.skipped,
                 width,
                 height,
                 classes: &present,
@@ -322,18 +376,27 @@ impl Stage<'_> {
         if let Some(fb) = &mut self.sinks.fb {
             show(fb, &picture)?;
         }
+        let jpeg = match self.sinks.http {
+            Some(_) => self.encode(&picture, self.frames),
+            None => None,
+        };
         if let Some(published) = &self.sinks.http {
             let stats = Stats {
                 frames: self.frames,
                 dropped_frames: (self.dropped)(),
                 corrupt_frames: self.status.corrupt.load(Ordering::Relaxed),
+                skipped_frames: self.skipped,
                 model: self.settings.model.clone(),
                 width: picture.width(),
                 height: picture.height(),
                 no_signal: true,
+                problem: self.status.last_problem(),
                 ..Stats::default()
             };
-            published.publish(encode_jpeg(&picture, self.settings.jpeg_quality)?, stats);
+            match jpeg {
+                Some(jpeg) => published.publish(jpeg, stats),
+                None => published.set_stats(stats),
+            }
         }
         Ok(())
     }

@@ -20,6 +20,7 @@ use std::path::PathBuf;
 
 use image::RgbImage;
 
+use crate::decode::DecodeLimits;
 use crate::error::{Error, Result};
 pub use pixfmt::PixelFormat;
 
@@ -57,6 +58,8 @@ pub struct SourceOptions {
     pub pixel_format: Option<PixelFormat>,
     /// Start image sources again at their end.
     pub looping: bool,
+    /// How large an image file may be (pixels and bytes).
+    pub decode: DecodeLimits,
 }
 
 impl Default for SourceOptions {
@@ -67,6 +70,7 @@ impl Default for SourceOptions {
             rate: 30.0,
             pixel_format: None,
             looping: false,
+            decode: DecodeLimits::default(),
         }
     }
 }
@@ -131,7 +135,11 @@ impl Input {
     pub fn open(&self, options: &SourceOptions) -> Result<Box<dyn Source>> {
         match self {
             Input::Test { seed } => Ok(Box::new(synthetic::TestScene::new(*seed, options))),
-            Input::Files(pattern) => Ok(Box::new(files::Images::open(pattern, options.looping)?)),
+            Input::Files(pattern) => Ok(Box::new(files::Images::open(
+                pattern,
+                options.looping,
+                options.decode,
+            )?)),
             #[cfg(feature = "v4l2")]
             Input::Camera(path) => Ok(Box::new(v4l2::Camera::open(path, options)?)),
             #[cfg(not(feature = "v4l2"))]

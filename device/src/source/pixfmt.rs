@@ -9,6 +9,7 @@ use std::str::FromStr;
 use image::RgbImage;
 use serde::{Deserialize, Serialize};
 
+use crate::decode::DecodeLimits;
 use crate::error::{Error, Result};
 
 /// A V4L2 pixel format code: four ASCII bytes, little-endian in a `u32`.
@@ -116,10 +117,22 @@ impl PixelFormat {
         }
     }
 
-    /// Convert one frame: `stride` bytes per row (of the luma plane for NV12).
+    /// Convert one frame: `stride` bytes per row (of the luma plane for NV12), as the
+    /// driver's `bytesperline` says; 0 means rows without padding. A stride too small
+    /// for the width, or an empty size, is an error: guessing would misread the frame.
     pub fn to_rgb(self, data: &[u8], width: u32, height: u32, stride: usize) -> Result<RgbImage> {
-        let stride = stride.max(self.min_stride(width));
-        (self.entry().3)(data, width, height, stride)
+        if width == 0 || height == 0 {
+            return Err(Error::Invalid(format!(
+                "{self} frame of {width}×{height}: an empty size"
+            )));
+        }
+        let min = self.min_stride(width);
+        if stride != 0 && stride < min {
+            return Err(Error::Invalid(format!(
+                "{self} frame of {width}×{height}: {stride} bytes per row, fewer than the {min} it needs"
+            )));
+        }
+        (self.entry().3)(data, width, height, stride.max(min))
     }
 
     fn entry(self) -> &'static (PixelFormat, FourCc, &'static str, Converter) {
@@ -295,7 +308,8 @@ fn mjpeg(data: &[u8], _width: u32, _height: u32, _stride: usize) -> Result<RgbIm
             data.len()
         )));
     }
-    image::load_from_memory_with_format(data, image::ImageFormat::Jpeg)
+    // A camera's frame is never near the default limits; a frame claiming more is corrupt.
+    crate::decode::decode_bytes(data, image::ImageFormat::Jpeg, &DecodeLimits::default())
         .map(|img| img.to_rgb8())
         .map_err(|e| Error::Invalid(format!("MJPEG frame of {} bytes: {e}", data.len())))
 }

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use image::imageops::FilterType;
 use image::RgbImage;
+use segcam::decode::{open_image, DecodeLimits};
 use segcam::preprocess::Rect;
 use segcam::ClassList;
 
@@ -66,9 +67,8 @@ impl CalibrationImages {
     /// Each image fitted to `width × height`; unreadable ones fail, or are left out
     /// with [`BadFiles::Skip`].
     pub fn iter(&self, width: u32, height: u32) -> impl Iterator<Item = Result<RgbImage>> + '_ {
-        self.paths
-            .iter()
-            .filter_map(move |path| match image::open(path) {
+        self.paths.iter().filter_map(
+            move |path| match open_image(path, &DecodeLimits::default()) {
                 Ok(im) => Some(Ok(cover(&im.to_rgb8(), width, height))),
                 Err(e) if self.bad == BadFiles::Skip => {
                     tracing::warn!("skipping {}: {e}", path.display());
@@ -77,7 +77,8 @@ impl CalibrationImages {
                 Err(e) => {
                     Some(Err(e).with_context(|| format!("{}: cannot decode image", path.display())))
                 }
-            })
+            },
+        )
     }
 }
 

@@ -1,0 +1,184 @@
+//! Decoding images that come from outside (files, camera frames, datasets) within
+//! limits: a small file can declare a huge picture (a 12000×12000 PNG of a few hundred
+//! KB decodes to 432 MB), so the size is checked from the header before any pixel
+//! buffer exists, and the decoder is held to the same budget.
+
+use std::io::{BufRead, Cursor, Seek};
+use std::path::Path;
+
+use image::{DynamicImage, ImageFormat, ImageReader};
+
+use crate::error::{Error, Result};
+
+/// How large an image may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DecodeLimits {
+    /// Width × height.
+    pub max_pixels: u64,
+    /// The encoded size: the file, or the camera frame.
+    pub max_bytes: u64,
+}
+
+impl Default for DecodeLimits {
+    /// 50 megapixels (an 8K frame, a large still) and 64 MiB.
+    fn default() -> Self {
+        Self {
+            max_pixels: 50_000_000,
+            max_bytes: 64 << 20,
+        }
+    }
+}
+
+impl DecodeLimits {
+    /// Whether a `width × height` picture is within the limits; the error says by how much not.
+    pub fn check_size(&self, width: u32, height: u32) -> std::result::Result<(), String> {
+        let pixels = u64::from(width) * u64::from(height);
+        if width == 0 || height == 0 {
+            return Err(format!("{width}×{height}: an empty picture"));
+        }
+        if pixels > self.max_pixels {
+            return Err(format!(
+                "{width}×{height} is {:.1} megapixels, over the decode limit of {:.1}",
+                pixels as f64 / 1e6,
+                self.max_pixels as f64 / 1e6
+            ));
+        }
+        Ok(())
+    }
+
+    fn check_bytes(&self, bytes: u64) -> std::result::Result<(), String> {
+        if bytes > self.max_bytes {
+            return Err(format!(
+                "{bytes} bytes, over the decode limit of {}",
+                self.max_bytes
+            ));
+        }
+        Ok(())
+    }
+
+    /// What the decoder may allocate: the pixels at up to 16 bits × 4 channels.
+    fn image_limits(&self) -> image::Limits {
+        let mut limits = image::Limits::default();
+        limits.max_alloc = Some(self.max_pixels.saturating_mul(8));
+        limits
+    }
+}
+
+/// Decode the image file at `path` within `limits`; the error names the file.
+pub fn open_image(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
+    let invalid = |why: String| Error::Invalid(format!("{}: {why}", path.display()));
+    let io = |source| Error::Io {
+        path: path.to_owned(),
+        source,
+    };
+    let bytes = std::fs::metadata(path).map_err(io)?.len();
+    limits.check_bytes(bytes).map_err(invalid)?;
+    let reader = || -> Result<_> {
+        ImageReader::open(path)
+            .and_then(|r| r.with_guessed_format())
+            .map_err(io)
+    };
+    decode(reader()?, reader()?, limits).map_err(invalid)
+}
+
+/// Decode an image held in memory (a camera frame) within `limits`.
+pub fn decode_bytes(
+    data: &[u8],
+    format: ImageFormat,
+    limits: &DecodeLimits,
+) -> std::result::Result<DynamicImage, String> {
+    limits.check_bytes(data.len() as u64)?;
+    let reader = || {
+        let mut r = ImageReader::new(Cursor::new(data));
+        r.set_format(format);
+        r
+    };
+    decode(reader(), reader(), limits)
+}
+
+/// Read the size with `header`, then decode with `pixels` if it is within the limits.
+fn decode<R: BufRead + Seek>(
+    header: ImageReader<R>,
+    mut pixels: ImageReader<R>,
+    limits: &DecodeLimits,
+) -> std::result::Result<DynamicImage, String> {
+    let (width, height) = header.into_dimensions().map_err(|e| e.to_string())?;
+    limits.check_size(width, height)?;
+    pixels.limits(limits.image_limits());
+    pixels.decode().map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use image::{Rgb, RgbImage};
+
+    /// A PNG whose header says 12000×12000: one row of zeros repeated compresses to
+    /// a few hundred KB but decodes to 432 MB.
+    fn huge_png(path: &Path) {
+        let file = std::fs::File::create(path).unwrap();
+        let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 12_000, 12_000);
+        encoder.set_color(png::ColorType::Rgb);
+        encoder.set_compression(png::Compression::Balanced);
+        let mut writer = encoder
+            .write_header()
+            .unwrap()
+            .into_stream_writer()
+            .unwrap();
+        let row = vec![0u8; 12_000 * 3];
+        for _ in 0..12_000 {
+            std::io::Write::write_all(&mut writer, &row).unwrap();
+        }
+        writer.finish().unwrap();
+    }
+
+    #[test]
+    fn a_small_file_with_a_huge_picture_is_refused_before_decoding() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("huge.png");
+        huge_png(&path);
+        assert!(std::fs::metadata(&path).unwrap().len() < 2 << 20);
+        let msg = open_image(&path, &DecodeLimits::default())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("huge.png") && msg.contains("12000×12000"),
+            "{msg}"
+        );
+        assert!(msg.contains("144.0 megapixels"), "{msg}");
+    }
+
+    #[test]
+    fn limits_on_pixels_and_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("a.png");
+        RgbImage::from_pixel(40, 30, Rgb([1, 2, 3]))
+            .save(&path)
+            .unwrap();
+        let img = open_image(&path, &DecodeLimits::default()).unwrap();
+        assert_eq!((img.width(), img.height()), (40, 30));
+        let tight = DecodeLimits {
+            max_pixels: 1199,
+            ..DecodeLimits::default()
+        };
+        assert!(open_image(&path, &tight).is_err());
+        let few_bytes = DecodeLimits {
+            max_bytes: 10,
+            ..DecodeLimits::default()
+        };
+        let msg = open_image(&path, &few_bytes).unwrap_err().to_string();
+        assert!(msg.contains("a.png") && msg.contains("bytes"), "{msg}");
+
+        let jpeg = crate::jpeg::encode_jpeg(&RgbImage::new(16, 8), 80).unwrap();
+        assert!(decode_bytes(&jpeg, ImageFormat::Jpeg, &DecodeLimits::default()).is_ok());
+        assert!(decode_bytes(&jpeg, ImageFormat::Jpeg, &tight).is_ok());
+        let tiny = DecodeLimits {
+            max_pixels: 100,
+            ..DecodeLimits::default()
+        };
+        assert!(decode_bytes(&jpeg, ImageFormat::Jpeg, &tiny).is_err());
+        assert!(decode_bytes(b"\xff\xd8 junk", ImageFormat::Jpeg, &tiny).is_err());
+        let missing = open_image(&dir.path().join("nope.png"), &DecodeLimits::default());
+        assert!(missing.unwrap_err().to_string().contains("nope.png"));
+    }
+}

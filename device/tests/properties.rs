@@ -1,0 +1,235 @@
+//! Property tests of everything that parses input from outside: HTTP request heads,
+//! camera pixel formats, model cards and ONNX bytes, and the config merge. Each holds
+//! for arbitrary input: no panic, and the answer the format's rules give.
+
+use proptest::prelude::*;
+
+use segcam::card::ModelCard;
+use segcam::http::request::{host_allowed, parse_head};
+use segcam::live::Config;
+use segcam::scene::scene_classes;
+use segcam::source::PixelFormat;
+use segcam::testing::card;
+
+fn token() -> impl Strategy<Value = String> {
+    "[A-Za-z0-9!#$%&'*+.^_`|~-]{1,12}"
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn any_bytes_parse_or_are_refused_without_panic(bytes in proptest::collection::vec(any::<u8>(), 0..512)) {
+        let _ = parse_head(&bytes);
+    }
+
+    #[test]
+    fn well_formed_heads_parse_to_what_they_say(
+        method in token(),
+        segments in proptest::collection::vec("[a-z0-9._~-]{0,8}", 0..4),
+        query in proptest::option::of("[a-z0-9=&]{0,16}"),
+        host in proptest::option::of("[a-z0-9.-]{1,20}(:[0-9]{1,5})?"),
+        others in proptest::collection::vec((token(), "[ -~]{0,20}"), 0..5),
+        crlf in any::<bool>(),
+    ) {
+        let path = format!("/{}", segments.join("/"));
+        let target = match &query {
+            Some(q) => format!("{path}?{q}"),
+            None => path.clone(),
+        };
+        let eol = if crlf { "\r\n" } else { "\n" };
+        let mut head = format!("{method} {target} HTTP/1.1");
+        if let Some(h) = &host {
+            head.push_str(&format!("{eol}Host: {h}"));
+        }
+        let others: Vec<_> = others
+            .into_iter()
+            .filter(|(n, _)| !n.eq_ignore_ascii_case("host") && !n.eq_ignore_ascii_case("authorization"))
+            .collect();
+        for (name, value) in &others {
+            head.push_str(&format!("{eol}{name}: {value}"));
+        }
+        let request = parse_head(head.as_bytes()).map_err(|e| TestCaseError::fail(format!("{head:?}: {e}")))?;
+        prop_assert_eq!(&request.method, &method);
+        prop_assert_eq!(&request.path, &path);
+        prop_assert_eq!(request.query, query.unwrap_or_default());
+        prop_assert_eq!(request.host, host.map(|h| h.trim().to_string()));
+    }
+
+    #[test]
+    fn hosts_check_without_panic_and_addresses_always_pass(
+        host in "[ -~]{0,40}",
+        a in any::<u8>(), b in any::<u8>(), port in proptest::option::of(any::<u16>()),
+    ) {
+        let _ = host_allowed(&host, &[], Some("board"));
+        let ip = match port {
+            Some(p) => format!("10.{a}.{b}.1:{p}"),
+            None => format!("10.{a}.{b}.1"),
+        };
+        prop_assert!(host_allowed(&ip, &[], None));
+        // A name under someone else's domain never passes for ours.
+        let foreign = format!("board.{}.example", host.replace(['.', ':', '[', ']'], "x"));
+        prop_assert!(!host_allowed(&foreign, &[], Some("board")));
+    }
+}
+
+/// Bytes a frame of `format` at `w`×`h` needs with `stride` bytes per row
+/// (the last row unpadded), written from the formats' definitions.
+fn frame_bytes(format: PixelFormat, w: usize, h: usize, stride: usize) -> usize {
+    let rows = |row: usize, n: usize| if n == 0 { 0 } else { stride * (n - 1) + row };
+    match format {
+        PixelFormat::Yuyv | PixelFormat::Uyvy => rows(4 * w.div_ceil(2), h),
+        PixelFormat::Nv12 => stride * h + rows(2 * w.div_ceil(2), h.div_ceil(2)),
+        PixelFormat::Rgb24 | PixelFormat::Bgr24 => rows(3 * w, h),
+        PixelFormat::Grey => rows(w, h),
+        PixelFormat::Mjpeg => unreachable!("compressed"),
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn pixel_formats_convert_any_size_and_stride_or_say_why(
+        index in 0usize..6,
+        w in 0u32..41, h in 0u32..41,
+        padding in 0usize..9,
+        packed in any::<bool>(),
+        slack in -3i64..3,
+        seed in any::<u8>(),
+    ) {
+        let format = [
+            PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Nv12,
+            PixelFormat::Rgb24, PixelFormat::Bgr24, PixelFormat::Grey,
+        ][index];
+        let min = format.min_stride(w);
+        let stride = if packed { 0 } else { min + padding };
+        let need = frame_bytes(format, w as usize, h as usize, stride.max(min));
+        let len = (need as i64 + slack).max(0) as usize;
+        let data: Vec<u8> = (0..len).map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed)).collect();
+        let result = format.to_rgb(&data, w, h, stride);
+        if w == 0 || h == 0 {
+            prop_assert!(result.unwrap_err().to_string().contains("empty size"));
+        } else if len < need {
+            prop_assert!(result.is_err(), "{format} {w}×{h} stride {stride}: {len} < {need} bytes accepted");
+        } else {
+            let img = result.map_err(|e| TestCaseError::fail(e.to_string()))?;
+            prop_assert_eq!(img.dimensions(), (w, h));
+        }
+        // A stride below the row's bytes is refused, never guessed.
+        if w > 0 && h > 0 && min > 1 {
+            prop_assert!(format.to_rgb(&data, w, h, min - 1).is_err());
+        }
+    }
+
+    #[test]
+    fn corrupt_mjpeg_frames_are_errors_not_panics(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+        let mut frame = vec![0xff, 0xd8];
+        frame.extend(bytes);
+        let _ = PixelFormat::Mjpeg.to_rgb(&frame, 16, 16, 0);
+    }
+}
+
+fn sample_card() -> ModelCard {
+    card(scene_classes(), 24, 32, false)
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn mangled_cards_are_refused_or_read_back_exactly(cut in any::<prop::sample::Index>(), at in any::<prop::sample::Index>(), byte in any::<u8>()) {
+        let json = sample_card().to_json();
+        let mut bytes = json.clone().into_bytes();
+        let i = at.index(bytes.len());
+        bytes[i] = byte;
+        bytes.truncate(cut.index(bytes.len() + 1).max(i));
+        if let Ok(text) = String::from_utf8(bytes) {
+            if let Ok(card) = ModelCard::from_json(&text) {
+                prop_assert_eq!(ModelCard::from_json(&card.to_json()).unwrap(), card);
+            }
+        }
+        prop_assert_eq!(ModelCard::from_json(&json).unwrap(), sample_card());
+    }
+
+    #[test]
+    fn any_bytes_are_an_onnx_model_or_an_error(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        if let Ok(model) = segcam::onnx_card::decode(&bytes) {
+            let _ = segcam::onnx_card::card_of(&model);
+        }
+    }
+}
+
+/// A config key and a TOML value for it, some valid, some not.
+fn setting() -> impl Strategy<Value = (String, toml::Value)> {
+    let keys = [
+        "alpha",
+        "width",
+        "height",
+        "rate",
+        "threads",
+        "jpeg-quality",
+        "frames",
+        "resize",
+        "filter",
+        "visualize",
+        "http",
+        "loop",
+        "stats",
+        "pixel-format",
+        "decode-max-pixels",
+        "http-allowed-hosts",
+        "no-such-key",
+    ];
+    let value = prop_oneof![
+        any::<i64>().prop_map(toml::Value::Integer),
+        (0i64..400).prop_map(toml::Value::Integer),
+        any::<bool>().prop_map(toml::Value::Boolean),
+        (-10.0f64..2000.0).prop_map(toml::Value::Float),
+        "[a-z0-9:.]{0,10}".prop_map(toml::Value::String),
+        prop_oneof![
+            Just("crop"),
+            Just("point"),
+            Just("mask"),
+            Just("mjpeg"),
+            Just("off")
+        ]
+        .prop_map(|s| toml::Value::String(s.into())),
+        proptest::collection::vec("[a-z]{1,6}".prop_map(toml::Value::String), 0..3)
+            .prop_map(toml::Value::Array),
+    ];
+    (prop::sample::select(keys.to_vec()), value).prop_map(|(k, v)| (k.to_string(), v))
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn config_merges_take_the_flags_and_refuse_by_name(
+        file in proptest::collection::vec(setting(), 0..6),
+        flags in proptest::collection::vec(setting(), 0..4),
+    ) {
+        let file_table: toml::Table = file.into_iter().collect();
+        let flag_table: toml::Table = flags.into_iter().collect();
+        let text = toml::to_string(&file_table).unwrap();
+        let path = std::path::Path::new("cam.toml");
+        match Config::merge(Some((path, &text)), flag_table.clone()) {
+            Ok(config) => {
+                // Every flag given is what the config holds.
+                let back = toml::Table::try_from(&config).unwrap();
+                for (key, value) in &flag_table {
+                    let held = back.get(key);
+                    let same = match (held, value) {
+                        // rate is an f32: compare at its precision
+                        (Some(toml::Value::Float(a)), toml::Value::Integer(b)) => *a == *b as f32 as f64,
+                        (Some(toml::Value::Float(a)), toml::Value::Float(b)) => *a == *b as f32 as f64,
+                        (Some(a), b) => a == b,
+                        (None, _) => false,
+                    };
+                    prop_assert!(same, "{key}: {value:?} given, {held:?} held");
+                }
+            }
+            Err(e) => prop_assert!(e.to_string().starts_with("cam.toml: "), "{e}"),
+        }
+    }
+}
