@@ -313,6 +313,27 @@ impl Running {
         Self::start_with_env(args, &[])
     }
 
+    /// The test scene at 64×48 and 20 frames/s through `model`, served on a free
+    /// port, with `env` (the fault hook, systemd's variables).
+    fn small_scene(model: &Path, env: &[(&str, &str)]) -> Self {
+        let args = [
+            "test://",
+            "--model",
+            model.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--rate",
+            "20",
+            "--threads",
+            "1",
+        ];
+        Self::start_with_env(&args, env)
+    }
+
     fn start_with_env(args: &[&str], env: &[(&str, &str)]) -> Self {
         let mut child = Command::new(SEG_CAM)
             .args(args)
@@ -595,22 +616,7 @@ fn a_stage_that_panics_ends_the_process_with_an_error() {
     let model = model(dir.path());
     for stage in ["capture", "inference", "output"] {
         let fault = format!("{stage}:3:panic");
-        let run = Running::start_with_env(
-            &[
-                "test://",
-                "--model",
-                model.to_str().unwrap(),
-                "--http",
-                "127.0.0.1:0",
-                "--width",
-                "64",
-                "--height",
-                "48",
-                "--threads",
-                "1",
-            ],
-            &[("SEGCAM_TEST_FAULT", &fault)],
-        );
+        let run = Running::small_scene(&model, &[("SEGCAM_TEST_FAULT", &fault)]);
         let (status, log) = run.wait_exit();
         assert!(!status.success(), "{stage}: exit {status:?}");
         assert!(
@@ -640,22 +646,8 @@ fn systemd_hears_ready_and_watchdog_kicks_until_a_stage_hangs() {
             }
         });
     }
-    let mut run = Running::start_with_env(
-        &[
-            "test://",
-            "--model",
-            model.to_str().unwrap(),
-            "--http",
-            "127.0.0.1:0",
-            "--width",
-            "64",
-            "--height",
-            "48",
-            "--rate",
-            "20",
-            "--threads",
-            "1",
-        ],
+    let mut run = Running::small_scene(
+        &model,
         &[
             ("NOTIFY_SOCKET", socket_path.to_str().unwrap()),
             // A kick every 100 ms while frames move.
@@ -697,6 +689,105 @@ fn systemd_hears_ready_and_watchdog_kicks_until_a_stage_hangs() {
         failed - last_kick
     );
     assert!(kicks(&heard) >= 3);
+}
+
+#[test]
+fn healthz_turns_red_when_every_frame_is_corrupt() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut run = Running::small_scene(
+        &model,
+        // From the 10th frame on, every frame the camera gives is corrupt.
+        &[("SEGCAM_TEST_FAULT", "capture:10:corrupt")],
+    );
+    let addr = run.address();
+    // Healthy once frames move (before: "no frame yet"), then red for the right reason.
+    wait_for("frames", || get(&addr, "/healthz").0 == 200);
+    let mut health = serde_json::Value::Null;
+    wait_for("/healthz to fail", || {
+        let (code, body) = get(&addr, "/healthz");
+        health = serde_json::from_slice(&body).unwrap();
+        code == 503
+    });
+    let reason = health["reason"].as_str().unwrap();
+    assert!(reason.contains("was corrupt"), "{health}");
+    assert!(stats(&addr)["corrupt_frames"].as_u64().unwrap() > 20);
+}
+
+#[test]
+fn out_of_file_descriptors_the_server_keeps_running_and_recovers() {
+    use std::os::unix::process::CommandExt;
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let mut command = Command::new(SEG_CAM);
+    command
+        .args([
+            "test://",
+            "--model",
+            model.to_str().unwrap(),
+            "--http",
+            "127.0.0.1:0",
+            "--width",
+            "64",
+            "--height",
+            "48",
+            "--threads",
+            "1",
+        ])
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped());
+    // SAFETY: setrlimit is async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        command.pre_exec(|| {
+            let limit = libc::rlimit {
+                rlim_cur: 48,
+                rlim_max: 48,
+            };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &limit) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut child = command.spawn().unwrap();
+    let (tx, stderr) = mpsc::channel();
+    let pipe = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let mut run = Running {
+        child,
+        stderr,
+        log: Vec::new(),
+    };
+    let addr = run.address();
+    wait_for("frames", || get(&addr, "/healthz").0 == 200);
+    // More idle sockets than the process has descriptors.
+    let crowd: Vec<TcpStream> = (0..80)
+        .filter_map(|_| TcpStream::connect(&addr).ok())
+        .collect();
+    std::thread::sleep(Duration::from_secs(2));
+    drop(crowd);
+    // Once the crowd is gone (or timed out), the server answers again.
+    wait_for("/healthz again", || {
+        TcpStream::connect(&addr).is_ok() && get(&addr, "/healthz").0 == 200
+    });
+    while let Ok(line) = run.stderr.recv_timeout(Duration::from_millis(300)) {
+        run.log.push(line);
+    }
+    // Whether accept() itself or the dup after it ran out, the log says so at most once
+    // (no line per failed accept), and a warning is followed by the recovery.
+    let count = |what: &str| run.log.iter().filter(|l| l.contains(what)).count();
+    let warned = count("cannot accept connections");
+    let again = count("accepting connections again");
+    assert!(warned <= 1 && again == warned, "{:?}", run.log);
+    assert!(
+        run.child.try_wait().unwrap().is_none(),
+        "seg-cam is still running"
+    );
 }
 
 #[test]
@@ -748,16 +839,15 @@ fn odd_and_huge_images_neither_end_the_run_nor_its_memory() {
         let mut encoder = png::Encoder::new(std::io::BufWriter::new(file), 12_000, 12_000);
         encoder.set_color(png::ColorType::Rgb);
         encoder.set_compression(png::Compression::Balanced);
-        let mut writer = encoder
+        let mut rows = encoder
             .write_header()
             .unwrap()
             .into_stream_writer()
             .unwrap();
-        let row = vec![0u8; 12_000 * 3];
         for _ in 0..12_000 {
-            writer.write_all(&row).unwrap();
+            rows.write_all(&[0u8; 36_000]).unwrap();
         }
-        writer.finish().unwrap();
+        rows.finish().unwrap();
     }
     RgbImage::from_pixel(64, 48, Rgb([30, 30, 200]))
         .save(shots.join("d.png"))

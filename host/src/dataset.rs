@@ -329,10 +329,16 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("huge.png");
         let file = std::fs::File::create(&p).unwrap();
-        let mut enc = png::Encoder::new(file, 12_000, 12_000);
+        let mut enc = png::Encoder::new(std::io::BufWriter::new(file), 12_000, 12_000);
         enc.set_color(png::ColorType::Grayscale);
-        // The header alone: the old reader sized a 144 MB buffer from it.
-        drop(enc.write_header().unwrap());
+        enc.set_compression(png::Compression::Balanced);
+        // Rows of zeros: a small file from whose header the old reader sized 144 MB.
+        let mut rows = enc.write_header().unwrap().into_stream_writer().unwrap();
+        for _ in 0..12_000 {
+            std::io::Write::write_all(&mut rows, &[0u8; 12_000]).unwrap();
+        }
+        rows.finish().unwrap();
+        assert!(std::fs::metadata(&p).unwrap().len() < 1 << 20);
         let msg = format!("{:#}", read_label(&p, &ClassList::voc()).unwrap_err());
         assert!(
             msg.contains("huge.png") && msg.contains("12000×12000") && msg.contains("limit"),

@@ -54,6 +54,9 @@ const INDEX_HTML: &str = include_str!("index.html");
 /// Pauses of the accept loop while accepting fails (out of file descriptors).
 const ACCEPT_BACKOFF: (Duration, Duration) = (Duration::from_millis(20), Duration::from_secs(1));
 
+/// How often failing accepts are reported at most.
+const ACCEPT_WARNING_EVERY: Duration = Duration::from_secs(60);
+
 /// `/stats.json`: the pipeline's stats and what only the server knows.
 #[derive(Serialize)]
 struct StatsView<'a> {
@@ -214,7 +217,10 @@ impl Drop for HttpServer {
 fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
     let (first_pause, max_pause) = ACCEPT_BACKOFF;
     let mut pause = first_pause;
-    let mut failing = false;
+    // Said at most once a minute (a crowd at the descriptor limit makes accept fail
+    // and succeed by turns), and "again" once after each time it was said.
+    let mut warned: Option<Instant> = None;
+    let mut recovering = false;
     while !shared.stop.load(Ordering::SeqCst) {
         let stream = match listener.accept() {
             Ok((stream, _)) => stream,
@@ -231,20 +237,21 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             Err(e) => {
                 // Out of descriptors (EMFILE) or memory: the connection stays queued and
                 // accept fails again at once; pause rather than spin, and say so once.
-                if !failing {
+                if warned.is_none_or(|t| t.elapsed() >= ACCEPT_WARNING_EVERY) {
                     tracing::warn!("http: cannot accept connections ({e}); retrying with pauses");
-                    failing = true;
+                    warned = Some(Instant::now());
+                    recovering = true;
                 }
                 std::thread::sleep(pause);
                 pause = (pause * 2).min(max_pause);
                 continue;
             }
         };
-        if failing {
+        if recovering {
             tracing::info!("http: accepting connections again");
-            failing = false;
-            pause = first_pause;
+            recovering = false;
         }
+        pause = first_pause;
         if shared.stop.load(Ordering::SeqCst) {
             break;
         }

@@ -100,7 +100,14 @@ pub fn run(
             }
             continue;
         };
-        match current.next() {
+        let next = match current.next() {
+            Ok(Next::Frame(_)) if super::fault::corrupts("capture", seq + 1) => {
+                seq += 1;
+                Ok(Next::Corrupt("SEGCAM_TEST_FAULT: a corrupt frame".into()))
+            }
+            other => other,
+        };
+        match next {
             Ok(Next::Frame(image)) => {
                 let live = current.is_live();
                 let frame = Frame {
