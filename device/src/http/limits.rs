@@ -6,7 +6,7 @@
 
 use std::collections::VecDeque;
 use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 /// A count with a ceiling.
@@ -54,7 +54,7 @@ impl Drop for Slot {
 #[derive(Debug)]
 pub struct Pending {
     waiting: Mutex<VecDeque<(u64, TcpStream)>>,
-    next: AtomicUsize,
+    next: AtomicU64,
     max: usize,
 }
 
@@ -62,7 +62,7 @@ impl Pending {
     pub fn new(max: usize) -> Arc<Self> {
         Arc::new(Self {
             waiting: Mutex::new(VecDeque::new()),
-            next: AtomicUsize::new(0),
+            next: AtomicU64::new(0),
             max: max.max(1),
         })
     }
@@ -72,7 +72,7 @@ impl Pending {
     /// shut, the socket is refused.
     pub fn enter(self: &Arc<Self>, stream: &TcpStream) -> Option<Waiting> {
         let handle = stream.try_clone().ok()?;
-        let id = self.next.fetch_add(1, Ordering::SeqCst) as u64;
+        let id = self.next.fetch_add(1, Ordering::SeqCst);
         let mut waiting = self.lock();
         while waiting.len() >= self.max {
             if let Some((_, oldest)) = waiting.pop_front() {

@@ -147,8 +147,9 @@ impl Published {
         let window = latest
             .interval
             .map_or(stale_after, |i| stale_after.max(i * 3));
-        let corrupt_since =
-            stats.corrupt_frames - latest.corrupt_at_last_frame.min(stats.corrupt_frames);
+        let corrupt_since = stats
+            .corrupt_frames
+            .saturating_sub(latest.corrupt_at_last_frame);
         let reason = if stats.no_signal {
             Some(match &stats.problem {
                 Some(why) => format!("no signal: {why}"),

@@ -212,14 +212,16 @@ impl Stage<'_> {
     fn encode(&mut self, picture: &RgbImage, n: u64) -> Option<Vec<u8>> {
         let (w, h) = picture.dimensions();
         let longest = w.max(h);
-        let result = if longest > MAX_SIDE {
+        let fitted;
+        let picture = if longest > MAX_SIDE {
             let scale = MAX_SIDE as f64 / longest as f64;
             let fit = |side: u32| ((side as f64 * scale).round() as u32).clamp(1, MAX_SIDE);
-            let smaller = imageops::resize(picture, fit(w), fit(h), FilterType::Triangle);
-            encode_jpeg(&smaller, self.settings.jpeg_quality)
+            fitted = imageops::resize(picture, fit(w), fit(h), FilterType::Triangle);
+            &fitted
         } else {
-            encode_jpeg(picture, self.settings.jpeg_quality)
+            picture
         };
+        let result = encode_jpeg(picture, self.settings.jpeg_quality);
         match result {
             Ok(jpeg) => Some(jpeg),
             Err(e) => {
