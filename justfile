@@ -98,6 +98,10 @@ build-board:
     @echo "board binaries: {{board_bin}} ($(du -h {{board_bin}} | cut -f1), static aarch64, tract)"
     @echo "                {{board_gnu_bin}} ($(du -h {{board_gnu_bin}} | cut -f1), aarch64 glibc, tract + onnxruntime with ${SEGCAM_CACHE:-$HOME/.cache/segcam}/board/onnxruntime/libonnxruntime.so)"
 
+# Once per board, as root or an account with sudo: the unit, the root helper that restarts seg-cam, and a sudoers rule allowing the deploy account only that: just provision board=pi@raspberrypi.local [user=pi]
+provision *settings:
+    deploy/deploy provision {{settings}}
+
 # Ship seg-cam, a model and a config to a board over SSH: just deploy board=pi@raspberrypi.local [model=FILE] [config=FILE]
 deploy *settings: build-board
     deploy/deploy deploy {{settings}}

@@ -258,3 +258,150 @@ fn board_gnu_build_runs_onnxruntime_and_agrees_with_tract_on_the_camera() {
         "one class everywhere tests nothing: {used:?}"
     );
 }
+
+/// The 75% colour bars of vivid's test pattern, left to right: grey, yellow, cyan,
+/// green, magenta, red, blue, black.
+const BARS_75: [[u8; 3]; 8] = [
+    [191, 191, 191],
+    [191, 191, 0],
+    [0, 191, 191],
+    [0, 191, 0],
+    [191, 0, 191],
+    [191, 0, 0],
+    [0, 0, 191],
+    [0, 0, 0],
+];
+
+/// The worst channel difference between a frame's bar centres (below the HUD) and the
+/// colours vivid encoded.
+fn bar_error(frame: &RgbImage) -> u8 {
+    let y = frame.height() * 7 / 8;
+    (0..8)
+        .map(|bar| {
+            let x = frame.width() * (2 * bar + 1) / 16;
+            let p = frame.get_pixel(x, y).0;
+            (0..3)
+                .map(|c| p[c].abs_diff(BARS_75[bar as usize][c]))
+                .max()
+                .unwrap()
+        })
+        .max()
+        .unwrap()
+}
+
+/// A second vivid camera that speaks only the multi-planar API (as SoC ISPs do) and
+/// takes any size through its scaler (an HDMI input): NV12, NV21 and YUV 4:2:0 in one
+/// buffer per plane, packed YUYV through the same API, odd requested sizes (the driver
+/// rounds them; seg-cam takes its size and strides), and the driver's colorimetry
+/// (BT.709 for HD, full range when set through `--camera-control`); and the first,
+/// single-planar camera's YUV 4:2:0 in one buffer. Every frame's colour bars must come
+/// out as the colours vivid encoded.
+#[test]
+fn board_build_captures_multi_planar_odd_sizes_with_the_drivers_colorimetry() {
+    let share = tempfile::tempdir().unwrap();
+    write_model(
+        share.path(),
+        "model.onnx",
+        &card(scene_classes(), 24, 32, false),
+    );
+    std::fs::copy(board_binary(), share.path().join("seg-cam")).unwrap();
+    // name, pixel format, requested width and height, extra flags
+    let runs: [(&str, &str, u32, u32, &str); 7] = [
+        // The single-planar camera: YUV 4:2:0 planes one after another in one buffer.
+        ("yu12", "yuv420", 320, 180, ""),
+        ("nm12", "nv12", 320, 180, ""),
+        ("nm21", "nv21", 320, 180, ""),
+        ("ym12", "yuv420", 321, 179, ""),
+        ("yvu", "yvu420", 320, 180, ""),
+        ("yuyv", "yuyv", 333, 201, ""),
+        (
+            "full",
+            "yuv420",
+            320,
+            180,
+            "--camera-control y_cbcr_encoding=rec_709 --camera-control quantization=full_range",
+        ),
+    ];
+    let mut script = String::from(
+        "#!/bin/sh\n\
+         for d in /sys/class/video4linux/video*; do\n  \
+           [ \"$(cat $d/name)\" = vivid-001-vid-cap ] && mp=/dev/$(basename $d)\n\
+         done\n\
+         /share/seg-cam --list-cameras > /share/list.txt 2>&1\n",
+    );
+    for (name, format, w, h, extra) in runs {
+        let camera = if name == "yu12" { "/dev/video0" } else { "$mp" };
+        script += &format!(
+            "/share/seg-cam v4l2://{camera} --model /share/model.onnx --pixel-format {format} \
+             --width {w} --height {h} --rate 30 --frames 3 --alpha 0 --http off \
+             --out /share/{name} {extra} > /share/{name}.log 2>&1; echo \"RUN {name} $?\"\n"
+        );
+    }
+    let program = share.path().join("runs.sh");
+    std::fs::write(&program, script).unwrap();
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&program, std::fs::Permissions::from_mode(0o755)).unwrap();
+
+    let status = Command::new(workspace().join("board/vivid-board"))
+        .arg(share.path())
+        .arg(&program)
+        .env("BOARD_TIMEOUT", "400")
+        // Instance 1: multi-planar, one HDMI input (any size through the scaler).
+        .env(
+            "VIVID_ARGS",
+            "n_devs=2 multiplanar=1,2 num_inputs=4,1 input_types=0xe4,0x3",
+        )
+        .output()
+        .expect("run board/vivid-board");
+    let console = std::fs::read_to_string(share.path().join("console.log")).unwrap_or_default();
+    assert!(status.status.success(), "{console}");
+    let read = |name: &str| std::fs::read_to_string(share.path().join(name)).unwrap_or_default();
+
+    let list = read("list.txt");
+    assert!(
+        list.contains("bus platform:vivid-001, multi-planar"),
+        "{list}"
+    );
+    for want in [
+        "NM12",
+        "YM12",
+        "y_cbcr_encoding",
+        "quantization = 0 (0..=2)",
+    ] {
+        assert!(list.contains(want), "--list-cameras lacks {want}: {list}");
+    }
+
+    for (name, _, w, h, _) in runs {
+        let log = read(&format!("{name}.log"));
+        assert!(console.contains(&format!("RUN {name} 0")), "{name}: {log}");
+        // What the driver set, as seg-cam reports it: the layout, the size (vivid
+        // rounds odd sizes up to even), the colorimetry.
+        let (fourcc, colour) = match name {
+            "yu12" => ("YU12", "BT.601 limited range"),
+            "nm12" => ("NM12", "BT.709 limited range"),
+            "nm21" => ("NM21", "BT.709 limited range"),
+            "ym12" => ("YM12", "BT.709 limited range"),
+            "yvu" => ("YM21", "BT.709 limited range"),
+            "yuyv" => ("YUYV", "BT.709 limited range"),
+            _ => ("YM12", "BT.709 full range"),
+        };
+        let (w, h) = (w.next_multiple_of(2), h.next_multiple_of(2));
+        let size = format!("{fourcc} {w}×{h}");
+        assert!(
+            log.contains(&size) && log.contains(colour),
+            "{name}: expected {size} … {colour}: {log}"
+        );
+        let frames = files(&share.path().join(name));
+        assert_eq!(frames.len(), 3, "{name}: {log}");
+        for path in &frames {
+            let frame = image::open(path).unwrap().into_rgb8();
+            assert_eq!(frame.dimensions(), (w, h), "{}", path.display());
+            let error = bar_error(&frame);
+            assert!(
+                error <= 12,
+                "{}: the bars are off by {error} (wrong planes, strides or colorimetry)",
+                path.display()
+            );
+        }
+    }
+}

@@ -8,6 +8,8 @@ use segcam::card::ModelCard;
 use segcam::http::request::{host_allowed, parse_head};
 use segcam::live::Config;
 use segcam::scene::scene_classes;
+use segcam::source::colorimetry::{Colorimetry, Matrix, Range};
+use segcam::source::pixfmt::Plane;
 use segcam::source::PixelFormat;
 use segcam::testing::card;
 
@@ -79,7 +81,29 @@ fn frame_bytes(format: PixelFormat, w: usize, h: usize, stride: usize) -> usize 
     let rows = |row: usize, n: usize| if n == 0 { 0 } else { stride * (n - 1) + row };
     match format {
         PixelFormat::Yuyv | PixelFormat::Uyvy => rows(4 * w.div_ceil(2), h),
-        PixelFormat::Nv12 => stride * h + rows(2 * w.div_ceil(2), h.div_ceil(2)),
+        // CbCr rows after Y at the Y stride, or wider for an odd width's last pair.
+        PixelFormat::Nv12 | PixelFormat::Nv21 => {
+            let (row, ch) = (2 * w.div_ceil(2), h.div_ceil(2));
+            stride * h
+                + if ch == 0 {
+                    0
+                } else {
+                    stride.max(row) * (ch - 1) + row
+                }
+        }
+        // Cb then Cr planes after Y, each at half the Y stride (rounded up).
+        PixelFormat::Yuv420 | PixelFormat::Yvu420 => {
+            let cs = stride.div_ceil(2);
+            let ch = h.div_ceil(2);
+            let chroma = |n: usize| {
+                if n == 0 {
+                    0
+                } else {
+                    cs * (n - 1) + w.div_ceil(2)
+                }
+            };
+            stride * h + cs * ch + chroma(ch)
+        }
         PixelFormat::Rgb24 | PixelFormat::Bgr24 => rows(3 * w, h),
         PixelFormat::Grey => rows(w, h),
         PixelFormat::Mjpeg => unreachable!("compressed"),
@@ -91,7 +115,7 @@ proptest! {
 
     #[test]
     fn pixel_formats_convert_any_size_and_stride_or_say_why(
-        index in 0usize..6,
+        index in 0usize..9,
         w in 0u32..41, h in 0u32..41,
         padding in 0usize..9,
         packed in any::<bool>(),
@@ -99,7 +123,8 @@ proptest! {
         seed in any::<u8>(),
     ) {
         let format = [
-            PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Nv12,
+            PixelFormat::Yuyv, PixelFormat::Uyvy, PixelFormat::Nv12, PixelFormat::Nv21,
+            PixelFormat::Yuv420, PixelFormat::Yvu420,
             PixelFormat::Rgb24, PixelFormat::Bgr24, PixelFormat::Grey,
         ][index];
         let min = format.min_stride(w);
@@ -120,6 +145,65 @@ proptest! {
         if w > 0 && h > 0 && min > 1 {
             prop_assert!(format.to_rgb(&data, w, h, min - 1).is_err());
         }
+    }
+
+    /// A 4:2:0 frame reads the same whether its planes share one buffer (single-planar
+    /// V4L2) or come one per buffer with strides of their own (multi-planar), in any
+    /// colorimetry.
+    #[test]
+    fn one_buffer_and_one_buffer_per_plane_read_alike(
+        w in 1usize..24, h in 1usize..24,
+        pad in 0usize..5, chroma_pads in (0usize..5, 0usize..5),
+        interleaved in any::<bool>(), swapped in any::<bool>(),
+        matrix in 0usize..4, full in any::<bool>(),
+        seed in any::<u8>(),
+    ) {
+        let (cw, ch) = (w.div_ceil(2), h.div_ceil(2));
+        let byte = |i: usize| (i as u8).wrapping_mul(37).wrapping_add(seed);
+        let rows = |n: usize, row: usize, stride: usize, base: usize| -> Vec<u8> {
+            (0..n).flat_map(|r| (0..stride).map(move |c| if c < row { byte(base + r * row + c) } else { 0xee })).collect()
+        };
+        let format = match (interleaved, swapped) {
+            (true, false) => PixelFormat::Nv12,
+            (true, true) => PixelFormat::Nv21,
+            (false, false) => PixelFormat::Yuv420,
+            (false, true) => PixelFormat::Yvu420,
+        };
+        let colorimetry = Colorimetry {
+            matrix: [Matrix::Bt601, Matrix::Bt709, Matrix::Bt2020, Matrix::Smpte240m][matrix],
+            range: if full { Range::Full } else { Range::Limited },
+        };
+        let ys = w + pad;
+        let luma = rows(h, w, ys, 0);
+        let (single, separate) = if interleaved {
+            let uv_single = rows(ch, 2 * cw, ys.max(2 * cw), 10_000);
+            let uv_own = rows(ch, 2 * cw, 2 * cw + chroma_pads.0, 10_000);
+            ([luma.clone(), uv_single].concat(), vec![luma, uv_own])
+        } else {
+            let cs = ys.div_ceil(2);
+            let first_single = rows(ch, cw, cs, 10_000);
+            let second_single = rows(ch, cw, cs, 20_000);
+            let first = rows(ch, cw, cw + chroma_pads.0, 10_000);
+            let second = rows(ch, cw, cw + chroma_pads.1, 20_000);
+            ([luma.clone(), first_single, second_single].concat(), vec![luma, first, second])
+        };
+        let strides: Vec<usize> = if interleaved {
+            vec![ys, 2 * cw + chroma_pads.0]
+        } else {
+            vec![ys, cw + chroma_pads.0, cw + chroma_pads.1]
+        };
+        let one = format
+            .convert(&[Plane { data: &single, stride: ys }], w as u32, h as u32, colorimetry)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        let planes: Vec<Plane> = separate
+            .iter()
+            .zip(&strides)
+            .map(|(data, &stride)| Plane { data, stride })
+            .collect();
+        let each = format
+            .convert(&planes, w as u32, h as u32, colorimetry)
+            .map_err(|e| TestCaseError::fail(e.to_string()))?;
+        prop_assert_eq!(one.as_raw(), each.as_raw(), "{} {}×{}", format, w, h);
     }
 
     #[test]

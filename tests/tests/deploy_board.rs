@@ -72,9 +72,10 @@ impl Board {
         std::fs::write(
             &ssh_config,
             format!(
-                "Host board\n  HostName 127.0.0.1\n  Port {ssh_port}\n  User root\n  \
+                "Host board admin\n  HostName 127.0.0.1\n  Port {ssh_port}\n  \
                  IdentityFile {}\n  IdentitiesOnly yes\n  StrictHostKeyChecking no\n  \
-                 UserKnownHostsFile /dev/null\n  LogLevel ERROR\n",
+                 UserKnownHostsFile /dev/null\n  LogLevel ERROR\n\
+                 Host board\n  User deploy\nHost admin\n  User root\n",
                 key.display()
             ),
         )
@@ -113,11 +114,17 @@ impl Board {
         std::fs::read_to_string(self.dir.path().join("share/console.log")).unwrap_or_default()
     }
 
+    /// A command on the board as root (the test's own checks).
     fn ssh(&self, command: &str) -> Output {
+        self.ssh_as("admin", command)
+    }
+
+    /// A command as `host`'s account: `board` is the deploy account, `admin` root.
+    fn ssh_as(&self, host: &str, command: &str) -> Output {
         Command::new("ssh")
             .arg("-F")
             .arg(&self.ssh_config)
-            .args(["-o", "ConnectTimeout=5", "board", command])
+            .args(["-o", "ConnectTimeout=5", host, command])
             .stdin(Stdio::null())
             .output()
             .unwrap()
@@ -259,6 +266,23 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("nothing deployed"), "{}", text(&out));
 
+    eprintln!("deploy test: step 0");
+    // 0. An unprovisioned board is refused a deploy; `provision` (as root) installs
+    // the helper, the unit and one sudoers rule; the deploy account owns the releases.
+    let out = board.deploy_release(model, first);
+    assert!(!out.status.success(), "{}", text(&out));
+    assert!(text(&out).contains("just provision"), "{}", text(&out));
+    let out = board.deploy(&["provision", "board=admin", "user=deploy"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(
+        board.run("stat -c '%U %a' /usr/local/sbin/segcam-root /usr/local/lib/segcam/seg-cam.service /etc/sudoers.d/segcam /opt/segcam"),
+        "root 755\nroot 644\nroot 440\ndeploy 755"
+    );
+    assert_eq!(
+        board.run("cat /etc/sudoers.d/segcam"),
+        "deploy ALL=(root) NOPASSWD: /usr/local/sbin/segcam-root restart"
+    );
+
     eprintln!("deploy test: step 1");
     // 1. A first release: uploaded, verified, started, healthy, capturing.
     let out = board.deploy_release(model, first);
@@ -271,6 +295,23 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
         unit.trim(),
         "the unit is installed"
     );
+    // The deploy account restarts seg-cam through the helper and nothing else: sudo
+    // refuses other commands, even the helper's other verb; root's files stay root's.
+    for command in [
+        "sudo -n /usr/local/sbin/segcam-root install-unit",
+        "sudo -n /bin/sh -c id",
+        "touch /etc/systemd/system/seg-cam.service",
+        "touch /usr/local/sbin/segcam-root",
+    ] {
+        let out = board.ssh_as("board", command);
+        assert!(!out.status.success(), "{command}: {}", text(&out));
+    }
+    // A unit written into a release is never installed.
+    let out = board.ssh_as(
+        "board",
+        "printf '[Service]\\nUser=root\\n' > /opt/segcam/current/seg-cam.service",
+    );
+    assert!(out.status.success(), "{}", text(&out));
     assert_eq!(board.get("/healthz").0, 200);
     let stats = board.stats();
     assert_eq!(
@@ -514,6 +555,22 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     assert!(text(&out).contains("rolled back"), "{}", text(&out));
     assert_eq!(board.current(), g_id);
     assert_eq!(board.get("/healthz").0, 200);
+
+    // After all of that, root ran only `segcam-root restart` for the deploy account,
+    // and the unit is still provision's.
+    let log = board.run("cat /var/log/sudo.log");
+    let allowed: Vec<&str> = log.lines().filter(|l| l.contains(" allowed ")).collect();
+    assert!(allowed.len() >= 8, "{log}");
+    assert!(
+        allowed
+            .iter()
+            .all(|l| l.ends_with("allowed deploy: /usr/local/sbin/segcam-root restart")),
+        "{log}"
+    );
+    assert_eq!(
+        board.run("cat /etc/systemd/system/seg-cam.service"),
+        unit.trim()
+    );
 }
 
 #[test]

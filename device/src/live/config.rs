@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::http::HttpOptions;
 use crate::overlay::{Filter, Visualize, DEFAULT_ALPHA};
 use crate::resize::ResizePolicy;
-use crate::source::{PixelFormat, SourceOptions};
+use crate::source::{CameraControl, PixelFormat, SourceOptions};
 
 /// The model `seg-cam` runs unless told otherwise.
 pub const DEFAULT_MODEL: &str = "models/demo.int8.onnx";
@@ -45,8 +45,12 @@ pub struct Config {
     pub width: u32,
     pub height: u32,
     pub rate: f32,
-    /// Only this camera pixel format (yuyv, uyvy, nv12, rgb24, bgr24, mjpeg, grey).
+    /// Only this camera pixel format (yuyv, uyvy, nv12, nv21, yuv420, yvu420, rgb24,
+    /// bgr24, mjpeg, grey).
     pub pixel_format: Option<PixelFormat>,
+    /// Camera controls set before streaming, "NAME=VALUE" with v4l2-ctl's names
+    /// (`seg-cam --list-cameras` shows them), e.g. ["power_line_frequency=50_hz"].
+    pub camera_controls: Vec<String>,
     /// Start image inputs again at their end.
     #[serde(rename = "loop")]
     pub looping: bool,
@@ -103,6 +107,7 @@ impl Default for Config {
             height: 480,
             rate: 30.0,
             pixel_format: None,
+            camera_controls: Vec::new(),
             looping: false,
             resize: ResizePolicy::default(),
             filter: Filter::default(),
@@ -193,6 +198,11 @@ impl Config {
                 self.jpeg_quality
             ));
         }
+        for control in &self.camera_controls {
+            control
+                .parse::<CameraControl>()
+                .map_err(|e| e.to_string())?;
+        }
         if self.frames == Some(0) {
             return Err("frames 0: expected at least 1 (or leave it out)".into());
         }
@@ -205,6 +215,12 @@ impl Config {
             height: self.height,
             rate: self.rate,
             pixel_format: self.pixel_format,
+            // Checked by `check`.
+            camera_controls: self
+                .camera_controls
+                .iter()
+                .filter_map(|c| c.parse().ok())
+                .collect(),
             looping: self.looping,
             decode: DecodeLimits {
                 max_pixels: self.decode_max_pixels,

@@ -10,6 +10,7 @@
 //! pipeline drops frames it is too slow for. Files are *finite*: every image is
 //! processed, and the source ends unless it loops.
 
+pub mod colorimetry;
 pub mod files;
 pub mod pixfmt;
 pub mod synthetic;
@@ -56,6 +57,8 @@ pub struct SourceOptions {
     pub rate: f32,
     /// Only this camera pixel format, when given.
     pub pixel_format: Option<PixelFormat>,
+    /// Camera controls to set before streaming.
+    pub camera_controls: Vec<CameraControl>,
     /// Start image sources again at their end.
     pub looping: bool,
     /// How large an image file may be (pixels and bytes).
@@ -69,8 +72,34 @@ impl Default for SourceOptions {
             height: 480,
             rate: 30.0,
             pixel_format: None,
+            camera_controls: Vec::new(),
             looping: false,
             decode: DecodeLimits::default(),
+        }
+    }
+}
+
+/// A camera control to set before streaming, `NAME=VALUE` (`v4l2-ctl`'s names:
+/// `exposure_time_absolute=200`, `power_line_frequency=50_hz`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CameraControl {
+    pub name: String,
+    pub value: String,
+}
+
+impl std::str::FromStr for CameraControl {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s.split_once('=') {
+            Some((name, value)) if !name.trim().is_empty() && !value.trim().is_empty() => {
+                Ok(Self {
+                    name: name.trim().to_string(),
+                    value: value.trim().to_string(),
+                })
+            }
+            _ => Err(Error::Invalid(format!(
+                "camera control '{s}': expected NAME=VALUE, e.g. exposure_time_absolute=200"
+            ))),
         }
     }
 }

@@ -1,5 +1,7 @@
 //! A V4L2 capture device: capabilities, the formats, sizes and rates it offers,
-//! setting a format and a rate, and mmap streaming.
+//! setting a format and a rate, and mmap streaming, through the single-planar API
+//! (USB cameras) or the multi-planar one (SoC ISPs such as the Raspberry Pi 5's,
+//! whose frames come one buffer per plane).
 
 use std::ffi::CString;
 use std::io;
@@ -28,6 +30,23 @@ pub enum Sizes {
 pub struct Device {
     path: PathBuf,
     fd: OwnedFd,
+    /// `BUF_TYPE_VIDEO_CAPTURE` or `BUF_TYPE_VIDEO_CAPTURE_MPLANE`.
+    buf_type: u32,
+}
+
+/// The format the driver set: size, one stride (`bytesperline`) per plane buffer, and
+/// its colorimetry fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SetFormat {
+    pub fourcc: FourCc,
+    pub width: u32,
+    pub height: u32,
+    pub strides: Vec<usize>,
+    /// `sizeimage` of each plane buffer.
+    pub sizes: Vec<usize>,
+    pub colorspace: u32,
+    pub ycbcr_enc: u32,
+    pub quantization: u32,
 }
 
 impl Device {
@@ -50,7 +69,22 @@ impl Device {
         Ok(Self {
             path: path.to_owned(),
             fd,
+            buf_type: sys::BUF_TYPE_VIDEO_CAPTURE,
         })
+    }
+
+    /// Use the multi-planar API (for devices that offer only it).
+    pub fn multiplanar(mut self, on: bool) -> Self {
+        self.buf_type = if on {
+            sys::BUF_TYPE_VIDEO_CAPTURE_MPLANE
+        } else {
+            sys::BUF_TYPE_VIDEO_CAPTURE
+        };
+        self
+    }
+
+    fn is_multiplanar(&self) -> bool {
+        self.buf_type == sys::BUF_TYPE_VIDEO_CAPTURE_MPLANE
     }
 
     pub fn path(&self) -> &Path {
@@ -73,7 +107,7 @@ impl Device {
         for index in 0.. {
             let mut desc: sys::FmtDesc = zeroed();
             desc.index = index;
-            desc.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
+            desc.type_ = self.buf_type;
             if ioctl(self.raw(), sys::VIDIOC_ENUM_FMT, &mut desc).is_err() {
                 break;
             }
@@ -140,32 +174,70 @@ impl Device {
     }
 
     /// Set the capture format; returns what the driver actually chose (it may adjust
-    /// the size, and the stride is its own).
-    pub fn set_format(
-        &self,
-        fourcc: FourCc,
-        width: u32,
-        height: u32,
-    ) -> io::Result<sys::PixFormat> {
+    /// the size, and the strides are its own).
+    pub fn set_format(&self, fourcc: FourCc, width: u32, height: u32) -> io::Result<SetFormat> {
         let mut f: sys::Format = zeroed();
-        f.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
-        f.fmt.pix = sys::PixFormat {
-            width,
-            height,
-            pixelformat: fourcc.0,
-            field: sys::FIELD_NONE,
-            ..Default::default()
-        };
+        f.type_ = self.buf_type;
+        if self.is_multiplanar() {
+            f.fmt.pix_mp = sys::PixFormatMplane {
+                width,
+                height,
+                pixelformat: fourcc.0,
+                field: sys::FIELD_NONE,
+                ..Default::default()
+            };
+        } else {
+            f.fmt.pix = sys::PixFormat {
+                width,
+                height,
+                pixelformat: fourcc.0,
+                field: sys::FIELD_NONE,
+                ..Default::default()
+            };
+        }
         ioctl(self.raw(), sys::VIDIOC_S_FMT, &mut f)?;
-        // SAFETY: capture formats fill the `pix` member.
-        Ok(unsafe { f.fmt.pix })
+        Ok(if self.is_multiplanar() {
+            // SAFETY: multi-planar capture formats fill the `pix_mp` member.
+            let mp = unsafe { f.fmt.pix_mp };
+            let planes = (mp.num_planes as usize).clamp(1, sys::VIDEO_MAX_PLANES);
+            let plane_fmt = mp.plane_fmt;
+            SetFormat {
+                fourcc: FourCc(mp.pixelformat),
+                width: mp.width,
+                height: mp.height,
+                strides: plane_fmt[..planes]
+                    .iter()
+                    .map(|p| p.bytesperline as usize)
+                    .collect(),
+                sizes: plane_fmt[..planes]
+                    .iter()
+                    .map(|p| p.sizeimage as usize)
+                    .collect(),
+                colorspace: mp.colorspace,
+                ycbcr_enc: mp.ycbcr_enc.into(),
+                quantization: mp.quantization.into(),
+            }
+        } else {
+            // SAFETY: capture formats fill the `pix` member.
+            let pix = unsafe { f.fmt.pix };
+            SetFormat {
+                fourcc: FourCc(pix.pixelformat),
+                width: pix.width,
+                height: pix.height,
+                strides: vec![pix.bytesperline as usize],
+                sizes: vec![pix.sizeimage as usize],
+                colorspace: pix.colorspace,
+                ycbcr_enc: pix.ycbcr_enc,
+                quantization: pix.quantization,
+            }
+        })
     }
 
     /// Ask for `rate` frames per second; returns the rate the driver set, or `None`
     /// when the device has no settable frame interval.
     pub fn set_rate(&self, rate: f32) -> io::Result<Option<f32>> {
         let mut p: sys::StreamParm = zeroed();
-        p.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
+        p.type_ = self.buf_type;
         ioctl(self.raw(), sys::VIDIOC_G_PARM, &mut p)?;
         // SAFETY: capture parameters fill the `capture` member.
         if unsafe { p.parm.capture.capability } & sys::CAP_TIMEPERFRAME == 0 {
@@ -182,11 +254,12 @@ impl Device {
         Ok(fps(unsafe { p.parm.capture.timeperframe }))
     }
 
-    /// Map `count` driver buffers, queue them and start streaming.
+    /// Map `count` driver buffers (each plane of each), queue them and start
+    /// streaming.
     pub fn stream(self, count: u32) -> io::Result<Stream> {
         let mut req = sys::RequestBuffers {
             count,
-            type_: sys::BUF_TYPE_VIDEO_CAPTURE,
+            type_: self.buf_type,
             memory: sys::MEMORY_MMAP,
             ..Default::default()
         };
@@ -194,36 +267,146 @@ impl Device {
         if req.count == 0 {
             return Err(io::Error::other("the driver gave no mmap buffers"));
         }
-        let mut maps = Vec::with_capacity(req.count as usize);
+        let mut buffers = Vec::with_capacity(req.count as usize);
         for index in 0..req.count {
-            let mut buf = buffer(index);
+            let mut planes = [zeroed::<sys::Plane>(); sys::VIDEO_MAX_PLANES];
+            let mut buf = self.buffer(index, &mut planes);
             ioctl(self.raw(), sys::VIDIOC_QUERYBUF, &mut buf)?;
-            // SAFETY: MMAP buffers carry their mmap offset in `m.offset`.
-            let offset = unsafe { buf.m.offset };
-            maps.push(Mapping::new(
-                self.raw(),
-                buf.length as usize,
-                offset as libc::off_t,
-            )?);
+            let maps = if self.is_multiplanar() {
+                let n = (buf.length as usize).min(sys::VIDEO_MAX_PLANES);
+                planes[..n]
+                    .iter()
+                    .map(|p| {
+                        // SAFETY: MMAP planes carry their mmap offset in `m.mem_offset`.
+                        let offset = unsafe { p.m.mem_offset };
+                        Mapping::new(self.raw(), p.length as usize, offset as libc::off_t)
+                    })
+                    .collect::<io::Result<Vec<_>>>()?
+            } else {
+                // SAFETY: MMAP buffers carry their mmap offset in `m.offset`.
+                let offset = unsafe { buf.m.offset };
+                vec![Mapping::new(
+                    self.raw(),
+                    buf.length as usize,
+                    offset as libc::off_t,
+                )?]
+            };
+            buffers.push(maps);
+            let mut buf = self.buffer(index, &mut planes);
             ioctl(self.raw(), sys::VIDIOC_QBUF, &mut buf)?;
         }
-        let mut kind = sys::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
+        let mut kind = self.buf_type as libc::c_int;
         ioctl(self.raw(), sys::VIDIOC_STREAMON, &mut kind)?;
-        Ok(Stream { maps, device: self })
+        Ok(Stream {
+            buffers,
+            device: self,
+        })
     }
+
+    /// A buffer request for `index`; multi-planar requests point at `planes`, which
+    /// must outlive the ioctl.
+    fn buffer(&self, index: u32, planes: &mut [sys::Plane; sys::VIDEO_MAX_PLANES]) -> sys::Buffer {
+        let mut buf: sys::Buffer = zeroed();
+        buf.index = index;
+        buf.type_ = self.buf_type;
+        buf.memory = sys::MEMORY_MMAP;
+        if self.is_multiplanar() {
+            buf.m.planes = planes.as_mut_ptr().cast();
+            buf.length = sys::VIDEO_MAX_PLANES as u32;
+        }
+        buf
+    }
+
+    /// The controls the driver offers (brightness, exposure, white balance…), as
+    /// `VIDIOC_QUERYCTRL` walks them; control classes and disabled ones left out.
+    pub fn controls(&self) -> Vec<ControlInfo> {
+        let mut out = Vec::new();
+        let mut id = 0;
+        loop {
+            let mut q: sys::QueryCtrl = zeroed();
+            q.id = id | sys::CTRL_FLAG_NEXT_CTRL;
+            if ioctl(self.raw(), sys::VIDIOC_QUERYCTRL, &mut q).is_err() || q.id == id {
+                break;
+            }
+            id = q.id;
+            // Only what VIDIOC_S_CTRL sets with one integer (no strings, 64-bit or
+            // compound controls), and no class headings or disabled controls.
+            let simple = matches!(
+                q.type_,
+                sys::CTRL_TYPE_INTEGER
+                    | sys::CTRL_TYPE_BOOLEAN
+                    | sys::CTRL_TYPE_MENU
+                    | sys::CTRL_TYPE_BUTTON
+                    | sys::CTRL_TYPE_INTEGER_MENU
+            );
+            if !simple || q.flags & sys::CTRL_FLAG_DISABLED != 0 {
+                continue;
+            }
+            let menu = if matches!(q.type_, sys::CTRL_TYPE_MENU | sys::CTRL_TYPE_INTEGER_MENU) {
+                self.menu(&q)
+            } else {
+                Vec::new()
+            };
+            out.push(ControlInfo {
+                id: q.id,
+                name: sys::c_text(&q.name),
+                kind: q.type_,
+                minimum: q.minimum,
+                maximum: q.maximum,
+                default: q.default_value,
+                read_only: q.flags & sys::CTRL_FLAG_READ_ONLY != 0,
+                menu,
+            });
+        }
+        out
+    }
+
+    fn menu(&self, q: &sys::QueryCtrl) -> Vec<(i32, String)> {
+        let mut items = Vec::new();
+        // Menus are short; a driver claiming a huge range is not walked to its end.
+        for index in q.minimum.max(0)..=q.maximum.clamp(0, 255) {
+            let mut m: sys::QueryMenu = zeroed();
+            m.id = q.id;
+            m.index = index as u32;
+            if ioctl(self.raw(), sys::VIDIOC_QUERYMENU, &mut m).is_ok() {
+                let name = if q.type_ == sys::CTRL_TYPE_INTEGER_MENU {
+                    // SAFETY: integer menus hold an i64 where names would be.
+                    let value: i64 = unsafe { std::ptr::read_unaligned(m.name.as_ptr().cast()) };
+                    value.to_string()
+                } else {
+                    sys::c_text(&{ m.name })
+                };
+                items.push((index, name));
+            }
+        }
+        items
+    }
+
+    /// Set control `id` to `value`.
+    pub fn set_control(&self, id: u32, value: i32) -> io::Result<()> {
+        let mut c = sys::Control { id, value };
+        ioctl(self.raw(), sys::VIDIOC_S_CTRL, &mut c)
+    }
+}
+
+/// One control a driver offers.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ControlInfo {
+    pub id: u32,
+    pub name: String,
+    /// `V4L2_CTRL_TYPE_*`.
+    pub kind: u32,
+    pub minimum: i32,
+    pub maximum: i32,
+    pub default: i32,
+    pub read_only: bool,
+    /// Menu controls: index and name (or value) of each item.
+    pub menu: Vec<(i32, String)>,
 }
 
 fn fps(interval: sys::Fract) -> Option<f32> {
     (interval.numerator > 0 && interval.denominator > 0)
         .then(|| interval.denominator as f32 / interval.numerator as f32)
-}
-
-fn buffer(index: u32) -> sys::Buffer {
-    let mut buf: sys::Buffer = zeroed();
-    buf.index = index;
-    buf.type_ = sys::BUF_TYPE_VIDEO_CAPTURE;
-    buf.memory = sys::MEMORY_MMAP;
-    buf
 }
 
 /// One driver buffer mapped into this process.
@@ -272,8 +455,8 @@ impl Drop for Mapping {
 /// A streaming device. Dropping it stops the stream and unmaps the buffers.
 #[derive(Debug)]
 pub struct Stream {
-    // Declared first: unmapped before the device closes.
-    maps: Vec<Mapping>,
+    // Declared first: unmapped before the device closes. One mapping per plane.
+    buffers: Vec<Vec<Mapping>>,
     device: Device,
 }
 
@@ -289,12 +472,12 @@ impl Stream {
         &self.device
     }
 
-    /// Wait up to `timeout` for the next filled buffer, hand its bytes and flags to
-    /// `read`, and give the buffer back to the driver.
+    /// Wait up to `timeout` for the next filled buffer, hand the bytes of its planes
+    /// and its flags to `read`, and give the buffer back to the driver.
     pub fn next<R>(
         &mut self,
         timeout: Duration,
-        read: impl FnOnce(&[u8], u32) -> R,
+        read: impl FnOnce(&[&[u8]], u32) -> R,
     ) -> io::Result<Dequeued<R>> {
         let fd = self.device.raw();
         let mut poll = libc::pollfd {
@@ -323,17 +506,32 @@ impl Stream {
                 "the device reported an error (unplugged?)",
             ));
         }
-        let mut buf = buffer(0);
+        let mut planes = [zeroed::<sys::Plane>(); sys::VIDEO_MAX_PLANES];
+        let mut buf = self.device.buffer(0, &mut planes);
         match ioctl(fd, sys::VIDIOC_DQBUF, &mut buf) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(Dequeued::Timeout),
             Err(e) => return Err(e),
         }
-        let map = self
-            .maps
+        let maps = self
+            .buffers
             .get(buf.index as usize)
             .ok_or_else(|| io::Error::other(format!("the driver returned buffer {}", buf.index)))?;
-        let result = read(map.bytes(buf.bytesused as usize), buf.flags);
+        let bytes: Vec<&[u8]> = if self.device.is_multiplanar() {
+            maps.iter()
+                .zip(&planes)
+                .map(|(map, p)| {
+                    // The plane's data starts `data_offset` in; `bytesused` counts it.
+                    let used = map.bytes(p.bytesused as usize);
+                    used.get(p.data_offset as usize..).unwrap_or_default()
+                })
+                .collect()
+        } else {
+            vec![maps[0].bytes(buf.bytesused as usize)]
+        };
+        let result = read(&bytes, buf.flags);
+        let index = buf.index;
+        let mut buf = self.device.buffer(index, &mut planes);
         ioctl(fd, sys::VIDIOC_QBUF, &mut buf)?;
         Ok(Dequeued::Frame(result))
     }
@@ -341,7 +539,7 @@ impl Stream {
 
 impl Drop for Stream {
     fn drop(&mut self) {
-        let mut kind = sys::BUF_TYPE_VIDEO_CAPTURE as libc::c_int;
+        let mut kind = self.device.buf_type as libc::c_int;
         // Best effort: an unplugged device fails here, and closing frees it anyway.
         let _ = ioctl(self.device.raw(), sys::VIDIOC_STREAMOFF, &mut kind);
     }

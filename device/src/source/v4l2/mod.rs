@@ -1,7 +1,9 @@
 //! V4L2 cameras: negotiate a format near the requested size and rate among those the
-//! camera offers and seg-cam converts, stream through mmap buffers, convert each
-//! frame to RGB. `seg-cam --list-cameras` prints what [`list_cameras`] finds.
+//! camera offers and seg-cam converts, set the camera's controls, stream through mmap
+//! buffers (single- or multi-planar), convert each frame to RGB with the driver's
+//! strides and colorimetry. `seg-cam --list-cameras` prints what [`list_cameras`] finds.
 
+pub mod controls;
 pub mod device;
 pub mod negotiate;
 pub mod sys;
@@ -13,7 +15,8 @@ use std::time::Duration;
 use device::{Dequeued, Device, Sizes, Stream};
 use negotiate::{choose, snap, Offer, Request};
 
-use super::pixfmt::{FourCc, PixelFormat};
+use super::colorimetry::Colorimetry;
+use super::pixfmt::{FourCc, PixelFormat, Plane};
 use super::{Next, Source, SourceOptions};
 use crate::error::{Error, Result};
 
@@ -64,8 +67,35 @@ pub struct Camera {
     fourcc: FourCc,
     width: u32,
     height: u32,
-    stride: usize,
+    /// `bytesperline` and `sizeimage` of each plane buffer.
+    strides: Vec<usize>,
+    sizes: Vec<usize>,
+    colorimetry: Colorimetry,
     rate: Option<f32>,
+}
+
+/// The capabilities of the device node (not of the whole physical device).
+fn node_caps(cap: &sys::Capability) -> u32 {
+    if cap.capabilities & sys::CAP_DEVICE_CAPS != 0 {
+        cap.device_caps
+    } else {
+        cap.capabilities
+    }
+}
+
+/// Open `path` with the capture API it offers: single-planar where it can (every USB
+/// camera), else multi-planar. `None` when it captures no video.
+fn open_capture(path: &Path) -> std::io::Result<Option<(Device, sys::Capability)>> {
+    let device = Device::open(path)?;
+    let cap = device.capability()?;
+    let caps = node_caps(&cap);
+    Ok(if caps & sys::CAP_VIDEO_CAPTURE != 0 {
+        Some((device, cap))
+    } else if caps & sys::CAP_VIDEO_CAPTURE_MPLANE != 0 {
+        Some((device.multiplanar(true), cap))
+    } else {
+        None
+    })
 }
 
 impl Camera {
@@ -74,18 +104,20 @@ impl Camera {
         let cap = device
             .capability()
             .map_err(|e| io_error(path, "not a V4L2 device", e))?;
-        let caps = if cap.capabilities & sys::CAP_DEVICE_CAPS != 0 {
-            cap.device_caps
-        } else {
-            cap.capabilities
-        };
-        if caps & sys::CAP_VIDEO_CAPTURE == 0 || caps & sys::CAP_STREAMING == 0 {
+        let caps = node_caps(&cap);
+        let multiplanar = caps & sys::CAP_VIDEO_CAPTURE == 0;
+        if (caps & (sys::CAP_VIDEO_CAPTURE | sys::CAP_VIDEO_CAPTURE_MPLANE)) == 0
+            || caps & sys::CAP_STREAMING == 0
+        {
             return Err(Error::Invalid(format!(
                 "{} ({}): not a streaming video capture device",
                 path.display(),
                 sys::c_text(&cap.card)
             )));
         }
+        let device = device.multiplanar(multiplanar);
+        // Before the format: some controls (colorimetry, for one) change it.
+        controls::apply(&device, &options.camera_controls)?;
         let request = Request {
             width: options.width,
             height: options.height,
@@ -118,7 +150,7 @@ impl Camera {
         let set = device
             .set_format(choice.fourcc, choice.width, choice.height)
             .map_err(|e| io_error(path, &format!("cannot set {}", choice.fourcc), e))?;
-        let fourcc = FourCc(set.pixelformat);
+        let fourcc = set.fourcc;
         let format = PixelFormat::from_fourcc(fourcc).ok_or_else(|| {
             Error::Invalid(format!(
                 "{}: asked for {}, the driver set {fourcc}, which seg-cam does not convert",
@@ -139,7 +171,9 @@ impl Camera {
             fourcc,
             width: set.width,
             height: set.height,
-            stride: set.bytesperline as usize,
+            colorimetry: Colorimetry::from_v4l2(set.colorspace, set.ycbcr_enc, set.quantization),
+            strides: set.strides,
+            sizes: set.sizes,
             rate,
         })
     }
@@ -147,17 +181,27 @@ impl Camera {
 
 impl Source for Camera {
     fn next(&mut self) -> Result<Next> {
-        let (format, w, h, stride) = (self.format, self.width, self.height, self.stride);
+        let (format, w, h, colorimetry) = (self.format, self.width, self.height, self.colorimetry);
+        let (strides, sizes) = (&self.strides, &self.sizes);
         let got = self
             .stream
-            .next(FRAME_TIMEOUT, |data, flags| {
+            .next(FRAME_TIMEOUT, |buffers, flags| {
                 if flags & sys::BUF_FLAG_ERROR != 0 {
-                    return Next::Corrupt(format!(
-                        "the driver flagged a {} byte frame",
-                        data.len()
-                    ));
+                    let bytes: usize = buffers.iter().map(|b| b.len()).sum();
+                    return Next::Corrupt(format!("the driver flagged a {bytes} byte frame"));
                 }
-                match format.to_rgb(data, w, h, stride) {
+                let padded = match (buffers, strides.as_slice(), sizes.as_slice()) {
+                    ([data], [stride], [size]) => format.padded_planes(data, *stride, h, *size),
+                    _ => None,
+                };
+                let planes: Vec<Plane> = padded.unwrap_or_else(|| {
+                    buffers
+                        .iter()
+                        .zip(strides.iter().chain(std::iter::repeat(&0)))
+                        .map(|(&data, &stride)| Plane { data, stride })
+                        .collect()
+                });
+                match format.convert(&planes, w, h, colorimetry) {
                     Ok(frame) => Next::Frame(frame),
                     Err(e) => Next::Corrupt(e.to_string()),
                 }
@@ -177,8 +221,15 @@ impl Source for Camera {
         let rate = self
             .rate
             .map_or(String::new(), |r| format!(" @ {r:.1} fps"));
+        // YCbCr formats say how they are decoded; RGB, grey and JPEG need no matrix.
+        let colour = match self.format {
+            PixelFormat::Rgb24 | PixelFormat::Bgr24 | PixelFormat::Grey | PixelFormat::Mjpeg => {
+                String::new()
+            }
+            _ => format!(", {}", self.colorimetry),
+        };
         format!(
-            "{} {} {}×{}{rate}",
+            "{} {} {}×{}{rate}{colour}",
             self.stream.device().path().display(),
             self.fourcc,
             self.width,
@@ -228,19 +279,17 @@ pub fn list_cameras() -> String {
 
 /// Append one device's report; `Ok(false)` when it is not a capture device.
 fn describe_device(path: &Path, out: &mut String) -> std::io::Result<bool> {
-    let device = Device::open(path)?;
-    let cap = device.capability()?;
-    let caps = if cap.capabilities & sys::CAP_DEVICE_CAPS != 0 {
-        cap.device_caps
-    } else {
-        cap.capabilities
-    };
-    if caps & sys::CAP_VIDEO_CAPTURE == 0 {
+    let Some((device, cap)) = open_capture(path)? else {
         return Ok(false);
-    }
+    };
+    let api = if node_caps(&cap) & sys::CAP_VIDEO_CAPTURE == 0 {
+        ", multi-planar"
+    } else {
+        ""
+    };
     let _ = writeln!(
         out,
-        "{}: {} (driver {}, bus {})",
+        "{}: {} (driver {}, bus {}{api})",
         path.display(),
         sys::c_text(&cap.card),
         sys::c_text(&cap.driver),
@@ -290,6 +339,7 @@ fn describe_device(path: &Path, out: &mut String) -> std::io::Result<bool> {
             }
         }
     }
+    controls::describe(&device, out);
     Ok(true)
 }
 

@@ -49,7 +49,9 @@ pub fn choose(offers: &[Offer], request: &Request) -> Option<Choice> {
             let rate = pick_rate(&o.rates, request.rate);
             // Shortfall below the requested rate, in thousandths of a frame per second.
             let shortfall = rate.map_or(0, |r| ((request.rate - r).max(0.0) * 1000.0) as u64);
-            let key = (size_cost, shortfall, o.format.preference());
+            // Between two layouts of one format, planes in their own buffers.
+            let layout = usize::from(!o.fourcc.separate_planes());
+            let key = (size_cost, shortfall, o.format.preference(), layout);
             (key, o, rate)
         })
         .min_by_key(|(key, _, _)| *key)
@@ -156,6 +158,25 @@ mod tests {
         let offers = [offer(PixelFormat::Grey, 752, 480, &[])];
         let c = choose(&offers, &request(640, 480, 30.0)).unwrap();
         assert_eq!((c.format, c.width, c.rate), (PixelFormat::Grey, 752, None));
+    }
+
+    #[test]
+    fn a_multi_planar_isp_streams_planes_in_their_own_buffers() {
+        // An ISP offering NV12 both ways, and YUYV: NV12 in two buffers (NM12).
+        let mut nm12 = offer(PixelFormat::Nv12, 640, 480, &[30.0]);
+        nm12.fourcc = FourCc::new(b"NM12");
+        let offers = [
+            offer(PixelFormat::Nv12, 640, 480, &[30.0]),
+            nm12,
+            offer(PixelFormat::Yuyv, 640, 480, &[30.0]),
+        ];
+        let mut r = request(640, 480, 30.0);
+        r.format = Some(PixelFormat::Nv12);
+        assert_eq!(choose(&offers, &r).unwrap().fourcc, FourCc::new(b"NM12"));
+        assert_eq!(
+            choose(&offers, &request(640, 480, 30.0)).unwrap().format,
+            PixelFormat::Yuyv
+        );
     }
 
     #[test]

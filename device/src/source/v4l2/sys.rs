@@ -10,11 +10,15 @@ use std::io;
 use std::os::fd::RawFd;
 
 pub const BUF_TYPE_VIDEO_CAPTURE: u32 = 1;
+pub const BUF_TYPE_VIDEO_CAPTURE_MPLANE: u32 = 9;
+/// Planes in a multi-planar format or buffer, at most.
+pub const VIDEO_MAX_PLANES: usize = 8;
 pub const MEMORY_MMAP: u32 = 1;
 pub const FIELD_ANY: u32 = 0;
 pub const FIELD_NONE: u32 = 1;
 
 pub const CAP_VIDEO_CAPTURE: u32 = 0x0000_0001;
+pub const CAP_VIDEO_CAPTURE_MPLANE: u32 = 0x0000_1000;
 pub const CAP_STREAMING: u32 = 0x0400_0000;
 pub const CAP_DEVICE_CAPS: u32 = 0x8000_0000;
 /// `v4l2_captureparm.capability`: the frame interval can be set.
@@ -69,12 +73,40 @@ pub struct PixFormat {
     pub xfer_func: u32,
 }
 
+/// `v4l2_plane_pix_format`: one plane of a multi-planar format.
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PlanePixFormat {
+    pub sizeimage: u32,
+    pub bytesperline: u32,
+    pub reserved: [u16; 6],
+}
+
+/// `v4l2_pix_format_mplane` (packed in the kernel header).
+#[repr(C, packed)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct PixFormatMplane {
+    pub width: u32,
+    pub height: u32,
+    pub pixelformat: u32,
+    pub field: u32,
+    pub colorspace: u32,
+    pub plane_fmt: [PlanePixFormat; VIDEO_MAX_PLANES],
+    pub num_planes: u8,
+    pub flags: u8,
+    pub ycbcr_enc: u8,
+    pub quantization: u8,
+    pub xfer_func: u8,
+    pub reserved: [u8; 7],
+}
+
 /// The union inside `v4l2_format`: 200 bytes, aligned like a pointer (one of its
 /// members, `v4l2_window`, holds pointers).
 #[repr(C)]
 #[derive(Clone, Copy)]
 pub union FormatUnion {
     pub pix: PixFormat,
+    pub pix_mp: PixFormatMplane,
     pub raw: [u8; 200],
     _align: [usize; 0],
 }
@@ -168,6 +200,71 @@ pub struct Buffer {
     pub request_fd: i32,
 }
 
+/// `v4l2_plane`: one plane of a multi-planar buffer.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct Plane {
+    pub bytesused: u32,
+    pub length: u32,
+    pub m: PlaneM,
+    /// Where the data starts in the plane (included in `bytesused`).
+    pub data_offset: u32,
+    pub reserved: [u32; 11],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub union PlaneM {
+    pub mem_offset: u32,
+    pub userptr: libc::c_ulong,
+    pub fd: i32,
+}
+
+/// `v4l2_queryctrl`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct QueryCtrl {
+    pub id: u32,
+    pub type_: u32,
+    pub name: [u8; 32],
+    pub minimum: i32,
+    pub maximum: i32,
+    pub step: i32,
+    pub default_value: i32,
+    pub flags: u32,
+    pub reserved: [u32; 2],
+}
+
+/// `v4l2_control`.
+#[repr(C)]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Control {
+    pub id: u32,
+    pub value: i32,
+}
+
+/// `v4l2_querymenu` (the name member of its union).
+#[repr(C, packed)]
+#[derive(Clone, Copy)]
+pub struct QueryMenu {
+    pub id: u32,
+    pub index: u32,
+    pub name: [u8; 32],
+    pub reserved: u32,
+}
+
+/// Ask `VIDIOC_QUERYCTRL` for the control after the given id.
+pub const CTRL_FLAG_NEXT_CTRL: u32 = 0x8000_0000;
+pub const CTRL_FLAG_DISABLED: u32 = 0x0001;
+pub const CTRL_FLAG_READ_ONLY: u32 = 0x0004;
+pub const CTRL_FLAG_INACTIVE: u32 = 0x0010;
+pub const CTRL_TYPE_INTEGER: u32 = 1;
+pub const CTRL_TYPE_BOOLEAN: u32 = 2;
+pub const CTRL_TYPE_MENU: u32 = 3;
+pub const CTRL_TYPE_BUTTON: u32 = 4;
+pub const CTRL_TYPE_CTRL_CLASS: u32 = 6;
+pub const CTRL_TYPE_INTEGER_MENU: u32 = 9;
+
 #[repr(C)]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct FrmSizeDiscrete {
@@ -254,6 +351,9 @@ pub const VIDIOC_REQBUFS: u32 = iowr::<RequestBuffers>(8);
 pub const VIDIOC_QUERYBUF: u32 = iowr::<Buffer>(9);
 pub const VIDIOC_QBUF: u32 = iowr::<Buffer>(15);
 pub const VIDIOC_DQBUF: u32 = iowr::<Buffer>(17);
+pub const VIDIOC_S_CTRL: u32 = iowr::<Control>(28);
+pub const VIDIOC_QUERYCTRL: u32 = iowr::<QueryCtrl>(36);
+pub const VIDIOC_QUERYMENU: u32 = iowr::<QueryMenu>(37);
 pub const VIDIOC_STREAMON: u32 = iow::<libc::c_int>(18);
 pub const VIDIOC_STREAMOFF: u32 = iow::<libc::c_int>(19);
 pub const VIDIOC_G_PARM: u32 = iowr::<StreamParm>(21);
@@ -314,6 +414,14 @@ mod tests {
         assert_eq!(size_of::<StreamParm>(), 204);
         assert_eq!(size_of::<FrmSizeEnum>(), 44);
         assert_eq!(size_of::<FrmIvalEnum>(), 52);
+        assert_eq!(size_of::<PlanePixFormat>(), 20);
+        assert_eq!(size_of::<PixFormatMplane>(), 192);
+        assert_eq!(std::mem::offset_of!(PixFormatMplane, num_planes), 180);
+        assert_eq!(size_of::<Plane>(), 64);
+        assert_eq!(std::mem::offset_of!(Plane, data_offset), 16);
+        assert_eq!(size_of::<QueryCtrl>(), 68);
+        assert_eq!(size_of::<QueryMenu>(), 44);
+        assert_eq!(size_of::<Control>(), 8);
 
         assert_eq!(VIDIOC_QUERYCAP, 0x8068_5600);
         assert_eq!(VIDIOC_ENUM_FMT, 0xc040_5602);
@@ -329,6 +437,9 @@ mod tests {
         assert_eq!(VIDIOC_S_PARM, 0xc0cc_5616);
         assert_eq!(VIDIOC_ENUM_FRAMESIZES, 0xc02c_564a);
         assert_eq!(VIDIOC_ENUM_FRAMEINTERVALS, 0xc034_564b);
+        assert_eq!(VIDIOC_S_CTRL, 0xc008_561c);
+        assert_eq!(VIDIOC_QUERYCTRL, 0xc044_5624);
+        assert_eq!(VIDIOC_QUERYMENU, 0xc02c_5625);
     }
 
     #[test]
