@@ -35,9 +35,13 @@ impl TestScene {
 
 impl Source for TestScene {
     fn next(&mut self) -> Result<Next> {
-        // Scene time advances by one period per frame, so frames are the same on every
-        // run; the wall clock only paces them.
+        // Frame k shows scene time k periods, so frames are the same on every run; the
+        // wall clock only paces them. Like a camera, the scene never bursts to catch up:
+        // ticks missed while the pipeline was busy are frames it would have dropped, and
+        // rendering them back to back would only take the cores inference needs.
         let start = *self.start.get_or_insert_with(Instant::now);
+        let ticks_past = start.elapsed().as_secs_f64() / self.period.as_secs_f64();
+        self.index = self.index.max(ticks_past.floor() as u64);
         let due = start + self.period.mul_f64(self.index as f64);
         if let Some(wait) = due.checked_duration_since(Instant::now()) {
             std::thread::sleep(wait);
@@ -100,5 +104,26 @@ mod tests {
         assert_eq!(first, frames[0]);
         assert!(source.is_live());
         assert!(source.describe().contains("64×48"));
+    }
+
+    #[test]
+    fn a_slow_consumer_gets_the_latest_tick_not_a_burst_of_old_ones() {
+        let options = SourceOptions {
+            width: 16,
+            height: 12,
+            rate: 50.0,
+            ..SourceOptions::default()
+        };
+        let mut source = TestScene::new(DEFAULT_SEED, &options);
+        let _ = source.next().unwrap();
+        // Busy for five periods and more: those ticks are gone, as from a camera.
+        std::thread::sleep(Duration::from_millis(110));
+        let _ = source.next().unwrap();
+        assert!(source.index >= 6, "skipped to tick {}", source.index);
+        // The next frame comes at its own tick, not at once to catch up.
+        let tick = source.index;
+        let _ = source.next().unwrap();
+        let due = source.start.unwrap() + Duration::from_millis(20 * tick);
+        assert!(Instant::now() >= due, "frame of tick {tick} came early");
     }
 }
