@@ -42,9 +42,14 @@ eval checkpoint="runs/train/best.safetensors" data="data/VOCdevkit/VOC2012" *arg
     {{build_release}}
     {{seg_host}} eval --checkpoint {{checkpoint}} --data {{data}} {{args}}
 
-# Download torchvision's ImageNet ResNet-18 weights (needs internet) into models/.
+# Download torchvision's ImageNet ResNet-18 weights (needs internet) and convert them once to models/resnet18-f37072fd.safetensors.
 fetch-weights:
     scripts/fetch https://download.pytorch.org/models/resnet18-f37072fd.pth models/resnet18-f37072fd.pth f37072fd
+    scripts/convert-weights models/resnet18-f37072fd.pth models/resnet18-f37072fd.safetensors
+
+# Convert any PyTorch weights file to the .safetensors --pretrained reads: just convert-weights my.pth [out.safetensors]
+convert-weights pth out="":
+    scripts/convert-weights {{pth}} {{out}}
 
 # Download and unpack Pascal VOC 2012 (2 GB, needs internet) into data/VOCdevkit/VOC2012.
 fetch-voc:

@@ -25,15 +25,26 @@ fn the_demo_model_segments_unseen_test_scenes() {
     );
     assert!(f.pixel_accuracy - q.pixel_accuracy <= 0.01 && f.mean_iou - q.mean_iou <= 0.02);
 
-    // Scenes from a seed the training data (seed 7) did not use.
+    // Scenes from a seed the training data (seed 7) did not use: the model must do on
+    // them about what its card (and the README) says it does on held-out scenes.
     let (w, h) = engine.input_size();
     let mut matrix = ConfusionMatrix::new(card.classes.len());
-    for k in 0..2 {
+    for k in 0..12 {
         let scene = render(1234, k, w, h);
         let predicted = engine.classify(&scene.image).unwrap();
         matrix.add(scene.labels.as_raw(), predicted.as_raw());
     }
     let (acc, miou) = (matrix.pixel_accuracy(), matrix.mean_iou());
-    assert!(acc > 0.85, "pixel accuracy {acc:.3} on unseen scenes");
-    assert!(miou > 0.3, "mIoU {miou:.3} on unseen scenes");
+    assert!(
+        acc >= q.pixel_accuracy - 0.02,
+        "pixel accuracy {acc:.3} on 12 unseen scenes; the card says {:.3}",
+        q.pixel_accuracy
+    );
+    assert!(
+        miou >= q.mean_iou - 0.05,
+        "mIoU {miou:.3} on 12 unseen scenes; the card says {:.3}",
+        q.mean_iou
+    );
+    // The README quotes these figures.
+    assert!(q.pixel_accuracy >= 0.93 && q.mean_iou >= 0.60, "{q:?}");
 }

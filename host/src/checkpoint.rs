@@ -11,6 +11,7 @@ use segcam::{ClassList, Normalization};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Kind, Tensor};
 
+use crate::atomic::{self, Pending};
 use crate::model::{FINAL_CONV, TRANSPOSE_CONV};
 
 pub const ARCHITECTURE: &str = "fcn-resnet18";
@@ -76,11 +77,11 @@ pub fn save(vs: &VarStore, info: &CheckpointInfo, weights: &Path) -> Result<()> 
         named.push((name, Tensor::from(info.step as i64)));
     }
     named.sort_by(|a, b| a.0.cmp(&b.0));
-    let tmp = temporary(weights);
-    Tensor::write_safetensors(&named, &tmp)
-        .with_context(|| format!("{}: cannot write checkpoint", tmp.display()))?;
-    rename(&tmp, weights)?;
-    write_json_atomic(&info_path(weights), info)
+    let pending = Pending::beside(weights)?;
+    Tensor::write_safetensors(&named, pending.path())
+        .with_context(|| format!("{}: cannot write checkpoint", weights.display()))?;
+    pending.persist()?;
+    atomic::write_json(&info_path(weights), info)
 }
 
 /// Read a checkpoint's JSON, checking it describes our architecture and format.
@@ -187,28 +188,6 @@ pub fn copy_into(
     Ok(copied)
 }
 
-/// Serialise `value` as pretty JSON to `path` atomically.
-pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<()> {
-    write_atomic(path, serde_json::to_string_pretty(value)?.as_bytes())
-}
-
-/// Write bytes to a temporary name beside `path`, then rename over it.
-pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temporary(path);
-    std::fs::write(&tmp, bytes).with_context(|| format!("{}: cannot write", tmp.display()))?;
-    rename(&tmp, path)
-}
-
-fn temporary(path: &Path) -> PathBuf {
-    let mut name = path.file_name().unwrap_or_default().to_os_string();
-    name.push(format!(".{}.tmp", std::process::id()));
-    path.with_file_name(name)
-}
-
-fn rename(from: &Path, to: &Path) -> Result<()> {
-    std::fs::rename(from, to)
-        .with_context(|| format!("cannot rename {} to {}", from.display(), to.display()))
-}
 
 #[cfg(test)]
 mod tests {

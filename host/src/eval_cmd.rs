@@ -14,7 +14,7 @@ use crate::dataset::{BadFiles, VocDataset};
 use crate::evaluate::Evaluation;
 use crate::loader::LoaderConfig;
 use crate::model::Fcn;
-use crate::{engine_eval, evaluate, plots, train};
+use crate::{atomic, engine_eval, evaluate, plots, train};
 
 #[derive(Args, Debug)]
 pub struct EvalArgs {
@@ -167,7 +167,7 @@ fn report(
         "class_iou": classes.names.iter().zip(m.class_iou()).collect::<Vec<_>>(),
         "confusion": m.rows(),
     });
-    checkpoint::write_json_atomic(&a.out.join("eval.json"), &summary)?;
+    atomic::write_json(&a.out.join("eval.json"), &summary)?;
     plots::confusion_png(&m.rows(), &classes.names, &a.out.join("confusion.png"))?;
     if !eval.grid.is_empty() {
         plots::prediction_grid(&eval.grid, &a.out.join("predictions.png"))?;

@@ -1,6 +1,7 @@
 //! seg-host: train, evaluate and export segcam's FCN on a workstation (tch/libtorch).
 //! The binary only parses arguments; each subcommand is one call into this library.
 
+pub mod atomic;
 pub mod checkpoint;
 pub mod dataset;
 pub mod engine_eval;
@@ -10,9 +11,7 @@ pub mod export;
 pub mod info;
 pub mod loader;
 pub mod model;
-pub mod pending;
 pub mod plots;
-pub mod pth;
 pub mod quantize;
 pub mod report;
 pub mod size;

@@ -187,7 +187,7 @@ struct TrainArgs {
     /// Random crop as HxW, multiples of 32 [default: 320x480].
     #[arg(long, value_parser = size::parse)]
     crop: Option<(u32, u32)>,
-    /// ImageNet weights for the body: torchvision's resnet18-f37072fd.pth or a .safetensors.
+    /// ImageNet weights for the body, .safetensors (`just fetch-weights` converts torchvision's .pth).
     #[arg(long)]
     pretrained: Option<PathBuf>,
     /// Train the head only.

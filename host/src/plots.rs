@@ -9,11 +9,8 @@
 //! PNGs are encoded with the workspace's `image` crate (plotters' own encoder
 //! would pull in a second `image` version).
 
-use std::fs;
-use std::io::Write;
 use std::ops::Range;
-use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::path::Path;
 use std::sync::OnceLock;
 
 use ab_glyph::{point, Font, FontRef, PxScale, ScaleFont};
@@ -22,6 +19,8 @@ use image::{Rgb, RgbImage};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::coord::Shift;
 use plotters::prelude::*;
+
+use crate::atomic;
 
 /// One row per epoch.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -253,8 +252,7 @@ fn draw_err<E: std::fmt::Display>(e: E) -> anyhow::Error {
     anyhow!("drawing failed: {e}")
 }
 
-/// Encodes `img` as PNG and writes it to `path` via a temporary file in the
-/// same folder and a rename, so readers never see a partial file.
+/// Encodes `img` as PNG and writes it to `path` atomically.
 fn write_png_atomic(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
     let mut bytes = Vec::new();
     img.write_to(
@@ -262,35 +260,7 @@ fn write_png_atomic(img: &RgbImage, path: &Path) -> anyhow::Result<()> {
         image::ImageFormat::Png,
     )
     .with_context(|| format!("encoding PNG for {}", path.display()))?;
-    let tmp = temp_sibling(path)?;
-    let written = (|| -> std::io::Result<()> {
-        let mut file = fs::File::create(&tmp)?;
-        file.write_all(&bytes)?;
-        file.sync_all()?;
-        fs::rename(&tmp, path)
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e).with_context(|| format!("writing {}", path.display()));
-    }
-    Ok(())
-}
-
-/// A unique hidden name next to `path`; the counter keeps threads of one
-/// process (e.g. parallel tests) from sharing a temporary file.
-fn temp_sibling(path: &Path) -> anyhow::Result<PathBuf> {
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let name = path
-        .file_name()
-        .with_context(|| format!("{} has no file name", path.display()))?;
-    let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-    let tmp_name = format!(
-        ".{}.{}-{}.tmp",
-        name.to_string_lossy(),
-        std::process::id(),
-        n
-    );
-    Ok(path.with_file_name(tmp_name))
+    atomic::write(path, &bytes)
 }
 
 /// The smallest 1, 2 or 5 times a power of ten that splits `span` into at
@@ -975,6 +945,7 @@ fn significant(v: f64) -> String {
 mod tests {
     use super::*;
     use std::collections::HashSet;
+    use std::fs;
 
     fn distinct_colours(img: &RgbImage) -> usize {
         img.pixels().map(|p| p.0).collect::<HashSet<_>>().len()

@@ -7,7 +7,8 @@ use std::path::Path;
 use anyhow::Result;
 use segcam::ClassList;
 
-use crate::checkpoint::{write_atomic, write_json_atomic, EpochRecord};
+use crate::atomic;
+use crate::checkpoint::EpochRecord;
 use crate::evaluate::Evaluation;
 use crate::plots::{self, EpochPoint};
 
@@ -19,8 +20,8 @@ pub fn write_run_report(
     last: &Evaluation,
     classes: &ClassList,
 ) -> Result<()> {
-    write_json_atomic(&out.join("metrics.json"), &history)?;
-    write_atomic(
+    atomic::write_json(&out.join("metrics.json"), &history)?;
+    atomic::write(
         &out.join("metrics.csv"),
         metrics_csv(history, classes).as_bytes(),
     )?;

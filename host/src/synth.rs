@@ -3,8 +3,8 @@
 //! VOC class indices) and a `labelmap.txt` that maps their colours to the six scene
 //! classes.
 
-use std::fs::{self, File};
-use std::io::{BufWriter, Write};
+use std::fs;
+use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};
@@ -12,6 +12,8 @@ use image::codecs::jpeg::JpegEncoder;
 use image::GrayImage;
 use segcam::classes::voc_palette;
 use segcam::scene::{self, scene_classes, voc_index};
+
+use crate::atomic;
 
 /// JPEG quality of the written images (VOC's own JPEGs are of about this quality).
 pub const JPEG_QUALITY: u8 = 90;
@@ -84,11 +86,11 @@ pub fn write_dataset(opts: &SynthOptions, on_image: &dyn Fn(usize)) -> Result<Sy
     for i in 0..opts.count {
         let id = image_id(i);
         let scene = scene::render(opts.seed, i as u64, opts.width, opts.height);
-        write_atomic(&images.join(format!("{id}.jpg")), |w| {
+        atomic::write_with(&images.join(format!("{id}.jpg")), |w| {
             JpegEncoder::new_with_quality(w, JPEG_QUALITY).encode_image(&scene.image)?;
             Ok(())
         })?;
-        write_atomic(&labels.join(format!("{id}.png")), |w| {
+        atomic::write_with(&labels.join(format!("{id}.png")), |w| {
             write_voc_label(w, &scene.labels, &palette)
         })?;
         ids.push(id);
@@ -120,34 +122,7 @@ fn write_voc_label(w: &mut dyn Write, labels: &GrayImage, palette: &[u8]) -> Res
 }
 
 fn write_text(path: &Path, text: &str) -> Result<()> {
-    write_atomic(path, |w| Ok(w.write_all(text.as_bytes())?))
-}
-
-/// Write `path` through a hidden temporary file beside it, renamed into place only when
-/// complete, so an interrupted run never leaves a truncated image or list. (No fsync:
-/// the data can be regenerated, and syncing each file would slow big runs.)
-fn write_atomic(path: &Path, write: impl FnOnce(&mut dyn Write) -> Result<()>) -> Result<()> {
-    let name = path
-        .file_name()
-        .with_context(|| format!("{}: not a file path", path.display()))?;
-    let tmp = path.with_file_name(format!(".{}.tmp", name.to_string_lossy()));
-    let written = (|| -> Result<()> {
-        let mut out = BufWriter::new(File::create(&tmp)?);
-        write(&mut out)?;
-        out.flush()?;
-        Ok(())
-    })();
-    if let Err(e) = written {
-        let _ = fs::remove_file(&tmp);
-        return Err(e.context(format!("{}: cannot write", path.display())));
-    }
-    fs::rename(&tmp, path).with_context(|| {
-        format!(
-            "{}: cannot move the finished file into place from {}",
-            path.display(),
-            tmp.display()
-        )
-    })
+    atomic::write(path, text.as_bytes())
 }
 
 #[cfg(test)]
@@ -155,6 +130,7 @@ mod tests {
     use super::*;
     use crate::dataset::{read_label, BadFiles, VocDataset};
     use std::cell::RefCell;
+    use std::fs::File;
 
     fn options(out: &Path, count: usize, seed: u64) -> SynthOptions {
         SynthOptions {
@@ -343,18 +319,5 @@ mod tests {
         fs::write(dir.path().join("JPEGImages"), b"not a folder").unwrap();
         let msg = format!("{:#}", write_dataset(&o, &|_| {}).unwrap_err());
         assert!(msg.contains("JPEGImages"), "{msg}");
-    }
-
-    #[test]
-    fn failed_writes_leave_no_partial_file() {
-        let dir = tempfile::tempdir().unwrap();
-        let path = dir.path().join("x.png");
-        let err = write_atomic(&path, |w| {
-            w.write_all(b"half")?;
-            bail!("disk on fire")
-        })
-        .unwrap_err();
-        assert!(format!("{err:#}").contains("x.png"));
-        assert!(fs::read_dir(dir.path()).unwrap().next().is_none());
     }
 }

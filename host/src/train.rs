@@ -42,7 +42,7 @@ pub struct TrainConfig {
     pub flip: bool,
     /// Crop height and width (multiples of 32).
     pub crop: [u32; 2],
-    /// ImageNet weights for the body (`resnet18-f37072fd.pth` or `.safetensors`).
+    /// ImageNet weights for the body (`.safetensors`; see `weights`).
     pub pretrained: Option<PathBuf>,
     pub freeze_backbone: bool,
     pub workers: usize,

@@ -345,7 +345,7 @@ fn bad_checkpoints_and_sizes_leave_no_file() {
     let alien = dir.path().join("alien.safetensors");
     let t = Tensor::zeros([4, 4], (Kind::Float, Device::Cpu));
     Tensor::write_safetensors(&[("encoder.weight", t)], &alien).unwrap();
-    checkpoint::write_json_atomic(&checkpoint::info_path(&alien), &info(&class_list(3))).unwrap();
+    seg_host::atomic::write_json(&checkpoint::info_path(&alien), &info(&class_list(3))).unwrap();
     refused(
         export_to(&alien, "a.onnx", 64, 64),
         &["alien.safetensors", "not an FCN-ResNet18"],
@@ -357,7 +357,7 @@ fn bad_checkpoints_and_sizes_leave_no_file() {
         std::fs::create_dir(&sub).unwrap();
         random_checkpoint(&sub, &class_list(5), 6)
     };
-    checkpoint::write_json_atomic(&checkpoint::info_path(&five), &info(&class_list(3))).unwrap();
+    seg_host::atomic::write_json(&checkpoint::info_path(&five), &info(&class_list(3))).unwrap();
     refused(
         export_to(&five, "a.onnx", 64, 64),
         &["fcn.safetensors", "a different number of classes"],
@@ -366,7 +366,7 @@ fn bad_checkpoints_and_sizes_leave_no_file() {
     // Not a checkpoint at all.
     let junk = dir.path().join("junk.safetensors");
     std::fs::write(&junk, b"junk").unwrap();
-    checkpoint::write_json_atomic(&checkpoint::info_path(&junk), &info(&class_list(3))).unwrap();
+    seg_host::atomic::write_json(&checkpoint::info_path(&junk), &info(&class_list(3))).unwrap();
     refused(export_to(&junk, "a.onnx", 64, 64), &["junk.safetensors"]);
 
     let after: Vec<String> = listing(dir.path())

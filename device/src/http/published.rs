@@ -141,9 +141,14 @@ impl Published {
     /// Healthy while frames move: the frame count went up within `stale_after` (or
     /// three typical frame intervals, if longer) and the source is there.
     pub fn health(&self, stale_after: Duration) -> Health {
+        self.health_at(stale_after, Instant::now())
+    }
+
+    /// [`Published::health`] as seen at `now` (tests give their own clock).
+    fn health_at(&self, stale_after: Duration, now: Instant) -> Health {
         let latest = self.lock();
         let stats = &latest.stats;
-        let age = latest.last_frame.map(|t| t.elapsed());
+        let age = latest.last_frame.map(|t| now.saturating_duration_since(t));
         let window = latest
             .interval
             .map_or(stale_after, |i| stale_after.max(i * 3));
@@ -212,63 +217,76 @@ mod tests {
 
     const STALE: Duration = Duration::from_millis(500);
 
+    /// A clock of the test's own: `at(ms)` is `ms` after the test began, whatever the
+    /// machine's load.
+    fn clock() -> impl Fn(u64) -> Instant {
+        let t0 = Instant::now();
+        move |ms| t0 + Duration::from_millis(ms)
+    }
+
     #[test]
     fn healthy_only_while_the_frame_count_moves() {
+        let at = clock();
         let p = Published::new();
-        let h = p.health(STALE);
+        let h = p.health_at(STALE, at(0));
         assert_eq!(h.reason.as_deref(), Some("no frame yet"));
         assert_eq!(h.status, "unhealthy");
-        p.set_stats(frames(1, 0));
-        assert!(p.health(STALE).is_ok(), "a frame without a picture counts");
-        std::thread::sleep(STALE * 2);
-        let h = p.health(STALE);
-        assert!(h.reason.unwrap().starts_with("no frame for"));
-        assert_eq!(h.frames, 1);
+        p.lock().update(frames(1, 0), at(0));
+        assert!(p.health_at(STALE, at(500)).is_ok(), "a frame without a picture counts");
+        let h = p.health_at(STALE, at(1200));
+        assert_eq!(h.reason.as_deref(), Some("no frame for 1.2 s"));
+        assert_eq!((h.frames, h.frame_age_ms), (1, Some(1200)));
         // The same count again (stats refreshed, no new frame) stays stale.
-        p.set_stats(frames(1, 0));
-        assert!(!p.health(STALE).is_ok());
-        p.publish(vec![1], frames(2, 0));
-        assert!(p.health(STALE).is_ok());
+        p.lock().update(frames(1, 0), at(1300));
+        assert!(!p.health_at(STALE, at(1300)).is_ok());
+        p.lock().update(frames(2, 0), at(1400));
+        assert!(p.health_at(STALE, at(1400)).is_ok());
+        // What the server calls: the real clock, a frame just now.
+        p.publish(vec![1], frames(3, 0));
+        assert!(p.health(Duration::from_secs(3600)).is_ok());
     }
 
     #[test]
     fn all_corrupt_and_no_signal_say_so() {
+        let at = clock();
         let p = Published::new();
-        p.set_stats(frames(0, 5));
-        let reason = p.health(STALE).reason.unwrap();
+        p.lock().update(frames(0, 5), at(0));
+        let reason = p.health_at(STALE, at(0)).reason.unwrap();
         assert!(
             reason.contains("corrupt") && reason.contains("5 frames"),
             "{reason}"
         );
-        p.set_stats(frames(1, 5));
-        assert!(p.health(STALE).is_ok());
-        p.set_stats(frames(1, 9));
-        assert!(p.health(STALE).is_ok(), "good frames still recent");
-        std::thread::sleep(STALE * 2);
-        let reason = p.health(STALE).reason.unwrap();
-        assert!(reason.contains("4 frames"), "{reason}");
+        p.lock().update(frames(1, 5), at(100));
+        assert!(p.health_at(STALE, at(100)).is_ok());
+        p.lock().update(frames(1, 9), at(200));
+        assert!(p.health_at(STALE, at(200)).is_ok(), "good frames still recent");
+        let reason = p.health_at(STALE, at(1100)).reason.unwrap();
+        assert_eq!(reason, "every frame for 1.0 s was corrupt (4 frames)");
 
-        p.set_stats(Stats {
-            frames: 3,
-            no_signal: true,
-            problem: Some("/dev/video0: cannot open".into()),
-            ..Stats::default()
-        });
-        let reason = p.health(STALE).reason.unwrap();
+        p.lock().update(
+            Stats {
+                frames: 3,
+                no_signal: true,
+                problem: Some("/dev/video0: cannot open".into()),
+                ..Stats::default()
+            },
+            at(1200),
+        );
+        let reason = p.health_at(STALE, at(1200)).reason.unwrap();
         assert_eq!(reason, "no signal: /dev/video0: cannot open");
     }
 
     #[test]
     fn a_slow_model_widens_the_window() {
+        let at = clock();
         let p = Published::new();
         // A frame every 200 ms against a 10 ms limit: the window is 3 intervals.
         let limit = Duration::from_millis(10);
         for n in 1..=4 {
-            p.set_stats(frames(n, 0));
-            std::thread::sleep(Duration::from_millis(200));
+            p.lock().update(frames(n, 0), at(200 * n));
         }
-        assert!(p.health(limit).is_ok(), "one interval after the last frame");
-        std::thread::sleep(Duration::from_secs(2));
-        assert!(!p.health(limit).is_ok(), "ten intervals after it");
+        assert!(p.health_at(limit, at(1000)).is_ok(), "one interval after the last frame");
+        assert!(p.health_at(limit, at(1390)).is_ok(), "just under three intervals");
+        assert!(!p.health_at(limit, at(1410)).is_ok(), "just over three");
     }
 }

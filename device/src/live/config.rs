@@ -344,7 +344,10 @@ mod tests {
         assert!(Config::default().http_enabled());
         let off = Config::merge(None, table("http = \"off\"")).unwrap();
         assert!(!off.http_enabled());
-        assert!(Config::default().engine_threads() >= 1);
+        let cores = std::thread::available_parallelism().unwrap().get();
+        assert_eq!(Config::default().engine_threads(), cores, "0: every core");
+        let three = Config::merge(None, table("threads = 3")).unwrap();
+        assert_eq!(three.engine_threads(), 3);
     }
 
     #[test]

@@ -20,7 +20,7 @@ use crate::checkpoint::{self, CheckpointInfo, Expect, ARCHITECTURE};
 use crate::dataset::{BadFiles, VocDataset};
 use crate::engine_eval;
 use crate::model::{Fcn, STRIDE};
-use crate::pending::Pending;
+use crate::atomic::{self, Pending};
 
 pub use graph::{Head, Upsampler};
 pub use verify::Agreement;
@@ -129,6 +129,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         None => None,
     };
 
+    atomic::create_parent(&opts.out)?;
     let pending = Pending::beside(&opts.out)?;
     pending.write(&onnx_card::encode(&model))?;
     let engine = verify::load(pending.path(), opts.threads)?;
@@ -172,7 +173,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         "{}: the card did not read back",
         pending.path().display()
     );
-    pending.persist(&opts.out)?;
+    pending.persist()?;
     Ok(ExportReport {
         out: opts.out.clone(),
         card,

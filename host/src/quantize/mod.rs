@@ -29,7 +29,7 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use crate::dataset::{BadFiles, VocDataset};
 use crate::engine_eval;
-use crate::pending::Pending;
+use crate::atomic::{self, Pending};
 use crate::train::progress;
 
 pub use calibrate::Method;
@@ -255,6 +255,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
         .filter(|n| n.op_type == "Conv")
         .map(|n| n.name.clone())
         .collect();
+    atomic::create_parent(&opts.out)?;
     let pending = Pending::beside(&opts.out)?;
     let mut keep_f32 = HashSet::new();
     let mut card = f32_card.clone();
@@ -356,7 +357,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
         "{}: the card did not read back",
         pending.path().display()
     );
-    pending.persist(&opts.out)?;
+    pending.persist()?;
     let float_layers = card
         .quantization
         .as_ref()
