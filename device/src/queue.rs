@@ -95,6 +95,25 @@ impl<T> DropQueue<T> {
         true
     }
 
+    /// Wait up to `timeout` until an item fits without dropping another; `false` on
+    /// timeout or when the queue is closed.
+    pub fn wait_for_room(&self, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut state = self.lock();
+        while state.items.len() >= self.capacity && !state.closed {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            state = self
+                .emptied
+                .wait_timeout(state, left)
+                .unwrap_or_else(|p| p.into_inner())
+                .0;
+        }
+        !state.closed
+    }
+
     /// The oldest item, waiting up to `timeout` for one.
     pub fn pop(&self, timeout: Duration) -> Pop<T> {
         let deadline = Instant::now() + timeout;

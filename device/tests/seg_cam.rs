@@ -117,7 +117,11 @@ fn test_scene_for_five_frames_writes_five_masks_and_five_stats_lines() {
             (Some(96), Some(64))
         );
         // Fitting is part of inference, and both happen within the frame's latency.
-        let ms = |key: &str| line[key].as_f64().unwrap_or_else(|| panic!("{key}: {line}"));
+        let ms = |key: &str| {
+            line[key]
+                .as_f64()
+                .unwrap_or_else(|| panic!("{key}: {line}"))
+        };
         assert!(
             ms("preprocess_ms") > 0.0
                 && ms("preprocess_ms") <= ms("inference_ms")

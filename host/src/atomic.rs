@@ -27,11 +27,7 @@ impl Pending {
             bail!("{}: not a file name", dest.display());
         };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let tmp = format!(
-            ".{}.{}-{n}.tmp",
-            name.to_string_lossy(),
-            std::process::id()
-        );
+        let tmp = format!(".{}.{}-{n}.tmp", name.to_string_lossy(), std::process::id());
         Ok(Self {
             tmp: dest.with_file_name(tmp),
             dest: dest.to_path_buf(),
@@ -179,7 +175,10 @@ mod tests {
         });
         let back: Vec<u32> = serde_json::from_slice(&std::fs::read(&path).unwrap()).unwrap();
         assert_eq!(back.len(), 1000);
-        assert!(back.iter().all(|&v| v == back[0]), "one writer's whole file");
+        assert!(
+            back.iter().all(|&v| v == back[0]),
+            "one writer's whole file"
+        );
         assert_eq!(names(dir.path()), ["shared.json"]);
     }
 }

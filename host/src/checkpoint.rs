@@ -188,7 +188,6 @@ pub fn copy_into(
     Ok(copied)
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

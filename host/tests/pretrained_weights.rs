@@ -38,8 +38,12 @@ fn torchvision_weights_converted_from_pth_load_exactly() {
     let pth = dir.path().join("resnet18.pth");
     let converted = dir.path().join("converted.safetensors");
     let run = convert_weights(&[&pth, &converted]);
-    let said = String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
-    assert!(run.status.success() && said.contains("122 tensors"), "{said}");
+    let said =
+        String::from_utf8_lossy(&run.stdout).into_owned() + &String::from_utf8_lossy(&run.stderr);
+    assert!(
+        run.status.success() && said.contains("122 tensors"),
+        "{said}"
+    );
 
     let mut vs = nn::VarStore::new(Device::Cpu);
     let _net = Fcn::new(&vs.root(), 21);
@@ -49,7 +53,10 @@ fn torchvision_weights_converted_from_pth_load_exactly() {
     let vars = vs.variables();
     for (name, var) in &vars {
         if !is_head(name) {
-            assert!(var.equal(&expected[name]), "{name} differs from torchvision's");
+            assert!(
+                var.equal(&expected[name]),
+                "{name} differs from torchvision's"
+            );
         }
     }
     assert!(
@@ -70,9 +77,12 @@ fn torchvision_weights_converted_from_pth_load_exactly() {
     let run = convert_weights(&[&junk, &bad_out]);
     let said = String::from_utf8_lossy(&run.stderr);
     assert!(!run.status.success() && said.contains("junk.pth"), "{said}");
-    assert!(!bad_out.exists() && std::fs::read_dir(dir.path()).unwrap().all(|e| {
-        !e.unwrap().file_name().to_string_lossy().contains(".tmp-")
-    }));
+    assert!(
+        !bad_out.exists()
+            && std::fs::read_dir(dir.path())
+                .unwrap()
+                .all(|e| { !e.unwrap().file_name().to_string_lossy().contains(".tmp-") })
+    );
 }
 
 #[test]
@@ -98,7 +108,10 @@ fn weights_of_another_network_are_refused_by_name() {
         "{:#}",
         load_body(&mut vs, &dir.path().join("weights.bin")).unwrap_err()
     );
-    assert!(msg.contains("weights.bin") && msg.contains(".safetensors"), "{msg}");
+    assert!(
+        msg.contains("weights.bin") && msg.contains(".safetensors"),
+        "{msg}"
+    );
 }
 
 #[test]

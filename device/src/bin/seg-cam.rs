@@ -70,7 +70,11 @@ struct Cli {
     pixel_format: Option<PixelFormat>,
     /// Set a camera control before streaming, as v4l2-ctl names it (--list-cameras shows them); repeatable
     /// (config: camera-controls = ["NAME=VALUE", …]).
-    #[arg(long = "camera-controls", visible_alias = "camera-control", value_name = "NAME=VALUE")]
+    #[arg(
+        long = "camera-controls",
+        visible_alias = "camera-control",
+        value_name = "NAME=VALUE"
+    )]
     camera_controls: Option<Vec<String>>,
     /// Start image inputs again at their end.
     #[arg(long = "loop", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]

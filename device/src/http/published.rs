@@ -232,7 +232,10 @@ mod tests {
         assert_eq!(h.reason.as_deref(), Some("no frame yet"));
         assert_eq!(h.status, "unhealthy");
         p.lock().update(frames(1, 0), at(0));
-        assert!(p.health_at(STALE, at(500)).is_ok(), "a frame without a picture counts");
+        assert!(
+            p.health_at(STALE, at(500)).is_ok(),
+            "a frame without a picture counts"
+        );
         let h = p.health_at(STALE, at(1200));
         assert_eq!(h.reason.as_deref(), Some("no frame for 1.2 s"));
         assert_eq!((h.frames, h.frame_age_ms), (1, Some(1200)));
@@ -259,7 +262,10 @@ mod tests {
         p.lock().update(frames(1, 5), at(100));
         assert!(p.health_at(STALE, at(100)).is_ok());
         p.lock().update(frames(1, 9), at(200));
-        assert!(p.health_at(STALE, at(200)).is_ok(), "good frames still recent");
+        assert!(
+            p.health_at(STALE, at(200)).is_ok(),
+            "good frames still recent"
+        );
         let reason = p.health_at(STALE, at(1100)).reason.unwrap();
         assert_eq!(reason, "every frame for 1.0 s was corrupt (4 frames)");
 
@@ -285,8 +291,14 @@ mod tests {
         for n in 1..=4 {
             p.lock().update(frames(n, 0), at(200 * n));
         }
-        assert!(p.health_at(limit, at(1000)).is_ok(), "one interval after the last frame");
-        assert!(p.health_at(limit, at(1390)).is_ok(), "just under three intervals");
+        assert!(
+            p.health_at(limit, at(1000)).is_ok(),
+            "one interval after the last frame"
+        );
+        assert!(
+            p.health_at(limit, at(1390)).is_ok(),
+            "just under three intervals"
+        );
         assert!(!p.health_at(limit, at(1410)).is_ok(), "just over three");
     }
 }

@@ -100,6 +100,10 @@ pub fn run(
             }
             continue;
         };
+        // A generated frame is made only when it can be used (a camera's arrive anyway).
+        if current.on_demand() && !queue.wait_for_room(ROOM_POLL) {
+            continue;
+        }
         let next = match current.next() {
             Ok(Next::Frame(_)) if super::fault::corrupts("capture", seq + 1) => {
                 seq += 1;
@@ -143,6 +147,9 @@ pub fn run(
     }
     queue.close();
 }
+
+/// How often capture, waiting for room for an on-demand frame, looks at the stop flag.
+const ROOM_POLL: Duration = Duration::from_millis(100);
 
 /// Sleep `total`, in short steps so that a stop request is seen quickly.
 fn sleep_unless_stopped(total: Duration, status: &Status) {
@@ -311,5 +318,64 @@ mod tests {
         assert_eq!(got, (0..20).collect::<Vec<u8>>());
         assert_eq!(queue.dropped(), 0);
         assert!(!status.no_signal());
+    }
+
+    /// A generated source that counts the frames it was asked for.
+    struct Generated(Arc<std::sync::atomic::AtomicU32>);
+
+    impl Source for Generated {
+        fn next(&mut self) -> Result<Next> {
+            let n = self.0.fetch_add(1, Ordering::SeqCst);
+            Ok(frame(n as u8))
+        }
+        fn describe(&self) -> String {
+            "generated".into()
+        }
+        fn is_live(&self) -> bool {
+            true
+        }
+        fn on_demand(&self) -> bool {
+            true
+        }
+    }
+
+    #[test]
+    fn an_on_demand_source_makes_a_frame_only_when_there_is_room() {
+        let queue = Arc::new(DropQueue::new(1));
+        let status = Arc::new(Status::default());
+        let made = Arc::new(std::sync::atomic::AtomicU32::new(0));
+        let first: Box<dyn Source> = Box::new(Generated(made.clone()));
+        let producer = {
+            let (queue, status) = (queue.clone(), status.clone());
+            std::thread::spawn(move || {
+                let open = || unreachable!("the first source is used");
+                let pauses = Arc::new(Mutex::new(Vec::new()));
+                run(Some(first), opener(open, false, pauses), &queue, &status)
+            })
+        };
+        let made_wait = |n: u32| {
+            let deadline = Instant::now() + Duration::from_secs(10);
+            while made.load(Ordering::SeqCst) < n {
+                assert!(Instant::now() < deadline, "no frame {n}");
+                std::thread::sleep(Duration::from_millis(5));
+            }
+        };
+        made_wait(1);
+        // Nobody took the first frame: a camera's would keep coming, none is made.
+        std::thread::sleep(Duration::from_millis(300));
+        assert_eq!(made.load(Ordering::SeqCst), 1);
+        assert_eq!(queue.dropped(), 0);
+        for want in 0..3u8 {
+            match queue.pop(Duration::from_secs(5)) {
+                Pop::Item(f) => assert_eq!(f.image.get_pixel(0, 0).0[0], want),
+                other => panic!("{other:?}"),
+            }
+            made_wait(want as u32 + 2);
+        }
+        std::thread::sleep(Duration::from_millis(100));
+        assert_eq!(made.load(Ordering::SeqCst), 4, "one waiting frame, no more");
+        queue.close();
+        producer.join().unwrap();
+        assert_eq!(queue.dropped(), 0);
     }
 }

@@ -44,6 +44,12 @@ pub trait Source: Send {
     fn describe(&self) -> String;
     /// Live sources run at their own pace; finite ones wait for the pipeline.
     fn is_live(&self) -> bool;
+    /// A live source that makes each frame when asked (the generated scene) rather
+    /// than receiving it (a camera): the capture stage asks only once the pipeline has
+    /// room, so no CPU goes to frames that would be dropped unseen.
+    fn on_demand(&self) -> bool {
+        false
+    }
 }
 
 /// Settings that sources take from the command line.

@@ -66,6 +66,10 @@ impl Source for TestScene {
     fn is_live(&self) -> bool {
         true
     }
+
+    fn on_demand(&self) -> bool {
+        true
+    }
 }
 
 #[cfg(test)]

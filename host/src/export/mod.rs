@@ -16,11 +16,11 @@ use segcam::card::{Figures, ModelCard, OutputKind, Precision, CARD_VERSION};
 use segcam::onnx_card;
 use tch::nn::VarStore;
 
+use crate::atomic::{self, Pending};
 use crate::checkpoint::{self, CheckpointInfo, Expect, ARCHITECTURE};
 use crate::dataset::{BadFiles, VocDataset};
 use crate::engine_eval;
 use crate::model::{Fcn, STRIDE};
-use crate::atomic::{self, Pending};
 
 pub use graph::{Head, Upsampler};
 pub use verify::Agreement;

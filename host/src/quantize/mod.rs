@@ -27,9 +27,9 @@ use tract_onnx::prelude::*;
 use tract_onnx::tract_core::ops::cnn::Conv;
 use tract_onnx::tract_core::ops::einsum::EinSum;
 
+use crate::atomic::{self, Pending};
 use crate::dataset::{BadFiles, VocDataset};
 use crate::engine_eval;
-use crate::atomic::{self, Pending};
 use crate::train::progress;
 
 pub use calibrate::Method;
