@@ -45,6 +45,6 @@ fn the_demo_model_segments_unseen_test_scenes() {
         "mIoU {miou:.3} on 12 unseen scenes; the card says {:.3}",
         q.mean_iou
     );
-    // The README quotes these figures.
-    assert!(q.pixel_accuracy >= 0.93 && q.mean_iou >= 0.60, "{q:?}");
+    // The README's figures for this file (0.936 / 0.598 on its 40 validation scenes).
+    assert!(q.pixel_accuracy >= 0.935 && q.mean_iou >= 0.595, "{q:?}");
 }

@@ -229,7 +229,7 @@ impl PixelFormat {
             Self::Yuv420 | Self::Yvu420 => false,
             _ => return None,
         };
-        if stride == 0 || stride % 2 != 0 || sizeimage % (3 * stride) != 0 {
+        if stride == 0 || !stride.is_multiple_of(2) || !sizeimage.is_multiple_of(3 * stride) {
             return None;
         }
         let rows = 2 * sizeimage / (3 * stride);
