@@ -292,12 +292,17 @@ mod tests {
         assert!(pauses.lock().unwrap().is_empty(), "no retry");
     }
 
-    #[test]
-    fn finite_sources_wait_for_room_and_lose_nothing() {
+    /// The capture stage on its own thread, from `source` into a queue of one frame.
+    fn capture_into_one_slot(
+        source: impl Source + 'static,
+    ) -> (
+        Arc<DropQueue<Frame>>,
+        Arc<Status>,
+        std::thread::JoinHandle<()>,
+    ) {
         let queue = Arc::new(DropQueue::new(1));
         let status = Arc::new(Status::default());
-        let steps: VecDeque<Next> = (0..20).map(frame).chain([Next::End]).collect();
-        let first: Box<dyn Source> = Box::new(Scripted { steps, live: false });
+        let first: Box<dyn Source> = Box::new(source);
         let producer = {
             let (queue, status) = (queue.clone(), status.clone());
             std::thread::spawn(move || {
@@ -306,6 +311,13 @@ mod tests {
                 run(Some(first), opener(open, false, pauses), &queue, &status)
             })
         };
+        (queue, status, producer)
+    }
+
+    #[test]
+    fn finite_sources_wait_for_room_and_lose_nothing() {
+        let steps: VecDeque<Next> = (0..20).map(frame).chain([Next::End]).collect();
+        let (queue, status, producer) = capture_into_one_slot(Scripted { steps, live: false });
         let mut got = Vec::new();
         loop {
             match queue.pop(Duration::from_secs(5)) {
@@ -341,18 +353,8 @@ mod tests {
 
     #[test]
     fn an_on_demand_source_makes_a_frame_only_when_there_is_room() {
-        let queue = Arc::new(DropQueue::new(1));
-        let status = Arc::new(Status::default());
         let made = Arc::new(std::sync::atomic::AtomicU32::new(0));
-        let first: Box<dyn Source> = Box::new(Generated(made.clone()));
-        let producer = {
-            let (queue, status) = (queue.clone(), status.clone());
-            std::thread::spawn(move || {
-                let open = || unreachable!("the first source is used");
-                let pauses = Arc::new(Mutex::new(Vec::new()));
-                run(Some(first), opener(open, false, pauses), &queue, &status)
-            })
-        };
+        let (queue, _status, producer) = capture_into_one_slot(Generated(made.clone()));
         let made_wait = |n: u32| {
             let deadline = Instant::now() + Duration::from_secs(10);
             while made.load(Ordering::SeqCst) < n {
