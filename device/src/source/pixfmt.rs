@@ -73,7 +73,7 @@ pub enum PixelFormat {
 
 /// format, FourCC, name on the command line. A format has several FourCCs where the
 /// kernel names its multi-planar layout apart (NV12 in one buffer, NM12 in two).
-const TABLE: [(PixelFormat, FourCc, &str); 14] = [
+const TABLE: [(PixelFormat, FourCc, &str); 15] = [
     (PixelFormat::Yuyv, FourCc::new(b"YUYV"), "yuyv"),
     (PixelFormat::Uyvy, FourCc::new(b"UYVY"), "uyvy"),
     (PixelFormat::Nv12, FourCc::new(b"NV12"), "nv12"),
@@ -89,10 +89,8 @@ const TABLE: [(PixelFormat, FourCc, &str); 14] = [
     (PixelFormat::Mjpeg, FourCc::new(b"MJPG"), "mjpeg"),
     // Some cameras call their motion JPEG "JPEG"; it converts the same way.
     (PixelFormat::Mjpeg, FourCc::new(b"JPEG"), "mjpeg"),
+    (PixelFormat::Grey, FourCc::new(b"GREY"), "grey"),
 ];
-
-/// The grey FourCC, kept apart so that the table stays in preference order above.
-const GREY: (PixelFormat, FourCc, &str) = (PixelFormat::Grey, FourCc::new(b"GREY"), "grey");
 
 /// The FourCCs whose planes come in separate buffers (the multi-planar API only).
 const SEPARATE_PLANES: [FourCc; 4] = [
@@ -108,10 +106,6 @@ impl FourCc {
     pub fn separate_planes(self) -> bool {
         SEPARATE_PLANES.contains(&self)
     }
-}
-
-fn table() -> impl Iterator<Item = &'static (PixelFormat, FourCc, &'static str)> {
-    TABLE.iter().chain(std::iter::once(&GREY))
 }
 
 /// One plane of a frame as the driver filled it: its bytes and the bytes from one row
@@ -138,7 +132,7 @@ impl PixelFormat {
 
     /// The format of a V4L2 FourCC, if seg-cam converts it.
     pub fn from_fourcc(code: FourCc) -> Option<Self> {
-        table().find(|e| e.1 == code).map(|e| e.0)
+        TABLE.iter().find(|e| e.1 == code).map(|e| e.0)
     }
 
     /// The main (single-buffer) FourCC of this format.
@@ -358,7 +352,8 @@ impl PixelFormat {
     }
 
     fn entry(self) -> &'static (PixelFormat, FourCc, &'static str) {
-        table()
+        TABLE
+            .iter()
             .find(|e| e.0 == self)
             .expect("every format is in the table")
     }
@@ -400,7 +395,8 @@ impl FromStr for PixelFormat {
     type Err = Error;
     fn from_str(s: &str) -> Result<Self> {
         let lower = s.to_ascii_lowercase();
-        table()
+        TABLE
+            .iter()
             .find(|e| e.2 == lower || e.1.to_string().eq_ignore_ascii_case(s))
             .map(|e| e.0)
             .ok_or_else(|| {
@@ -447,7 +443,7 @@ fn packed_422(
     yuv: &YuvToRgb,
     what: &str,
 ) -> Result<RgbImage> {
-    let row_bytes = 4 * w.div_ceil(2);
+    let row_bytes = PixelFormat::Yuyv.min_stride(w as u32);
     check_size(plane.data, rows_need(plane.stride, row_bytes, h), what)?;
     let mut out = RgbImage::new(w as u32, h as u32);
     for (y, dst) in out.chunks_exact_mut(w * 3).enumerate() {

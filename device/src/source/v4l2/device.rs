@@ -83,7 +83,8 @@ impl Device {
         self
     }
 
-    fn is_multiplanar(&self) -> bool {
+    /// Whether frames come through the multi-planar API.
+    pub fn is_multiplanar(&self) -> bool {
         self.buf_type == sys::BUF_TYPE_VIDEO_CAPTURE_MPLANE
     }
 

@@ -83,19 +83,23 @@ fn node_caps(cap: &sys::Capability) -> u32 {
     }
 }
 
-/// Open `path` with the capture API it offers: single-planar where it can (every USB
-/// camera), else multi-planar. `None` when it captures no video.
+/// The capture API a node offers: single-planar where it can (every USB camera),
+/// else multi-planar (`Some(true)`); `None` when it captures no video.
+fn capture_api(caps: u32) -> Option<bool> {
+    if caps & sys::CAP_VIDEO_CAPTURE != 0 {
+        Some(false)
+    } else if caps & sys::CAP_VIDEO_CAPTURE_MPLANE != 0 {
+        Some(true)
+    } else {
+        None
+    }
+}
+
+/// Open `path` with the capture API it offers; `None` when it captures no video.
 fn open_capture(path: &Path) -> std::io::Result<Option<(Device, sys::Capability)>> {
     let device = Device::open(path)?;
     let cap = device.capability()?;
-    let caps = node_caps(&cap);
-    Ok(if caps & sys::CAP_VIDEO_CAPTURE != 0 {
-        Some((device, cap))
-    } else if caps & sys::CAP_VIDEO_CAPTURE_MPLANE != 0 {
-        Some((device.multiplanar(true), cap))
-    } else {
-        None
-    })
+    Ok(capture_api(node_caps(&cap)).map(|multiplanar| (device.multiplanar(multiplanar), cap)))
 }
 
 impl Camera {
@@ -105,16 +109,14 @@ impl Camera {
             .capability()
             .map_err(|e| io_error(path, "not a V4L2 device", e))?;
         let caps = node_caps(&cap);
-        let multiplanar = caps & sys::CAP_VIDEO_CAPTURE == 0;
-        if (caps & (sys::CAP_VIDEO_CAPTURE | sys::CAP_VIDEO_CAPTURE_MPLANE)) == 0
-            || caps & sys::CAP_STREAMING == 0
-        {
+        let streaming = caps & sys::CAP_STREAMING != 0;
+        let Some(multiplanar) = capture_api(caps).filter(|_| streaming) else {
             return Err(Error::Invalid(format!(
                 "{} ({}): not a streaming video capture device",
                 path.display(),
                 sys::c_text(&cap.card)
             )));
-        }
+        };
         let device = device.multiplanar(multiplanar);
         // Before the format: some controls (colorimetry, for one) change it.
         controls::apply(&device, &options.camera_controls)?;
@@ -282,7 +284,7 @@ fn describe_device(path: &Path, out: &mut String) -> std::io::Result<bool> {
     let Some((device, cap)) = open_capture(path)? else {
         return Ok(false);
     };
-    let api = if node_caps(&cap) & sys::CAP_VIDEO_CAPTURE == 0 {
+    let api = if device.is_multiplanar() {
         ", multi-planar"
     } else {
         ""
