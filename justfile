@@ -133,4 +133,6 @@ test:
 # Formatting and lints, as CI's reviewers expect them.
 lint:
     cargo fmt --all -- --check
+    scripts/module-cycles host/src
+    scripts/module-cycles device/src
     {{torch_env}} cargo clippy --workspace --all-targets -- -D warnings

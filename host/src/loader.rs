@@ -48,6 +48,21 @@ pub struct Batch {
     pub skipped: usize,
 }
 
+impl Batch {
+    /// The batch as tensors on `device`: images N×3×H×W (f32) and labels N×H×W (i64).
+    pub fn to_tensors(&self, device: tch::Device) -> (tch::Tensor, tch::Tensor) {
+        let (n, h, w) = (self.len as i64, self.height as i64, self.width as i64);
+        let xs = tch::Tensor::from_slice(&self.images)
+            .view([n, 3, h, w])
+            .to_device(device);
+        let ys = tch::Tensor::from_slice(&self.labels)
+            .view([n, h, w])
+            .to_kind(tch::Kind::Int64)
+            .to_device(device);
+        (xs, ys)
+    }
+}
+
 /// The batches of one epoch, in order, produced by worker threads.
 pub struct Batches {
     rx: Receiver<(usize, Result<Batch>)>,

@@ -9,7 +9,7 @@ use segcam::ClassList;
 
 use crate::atomic;
 use crate::checkpoint::EpochRecord;
-use crate::evaluate::Evaluation;
+use crate::eval::Evaluation;
 use crate::plots::{self, EpochPoint};
 
 /// Write `metrics.json`, `metrics.csv`, `curves.png`, `predictions.png` and

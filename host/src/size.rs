@@ -12,6 +12,11 @@ pub fn parse(text: &str) -> Result<(u32, u32), String> {
     Ok((h, w))
 }
 
+/// `(320, 480)` as `320x480`, the form [`parse`] reads.
+pub fn show((h, w): (u32, u32)) -> String {
+    format!("{h}x{w}")
+}
+
 #[cfg(test)]
 mod tests {
     #[test]
@@ -19,5 +24,6 @@ mod tests {
         assert_eq!(super::parse("320x480"), Ok((320, 480)));
         assert!(super::parse("320").is_err());
         assert!(super::parse("0x4").is_err());
+        assert_eq!(super::parse(&super::show((240, 320))), Ok((240, 320)));
     }
 }

@@ -29,6 +29,20 @@ pub struct SynthOptions {
     pub val_fraction: f64,
 }
 
+impl SynthOptions {
+    /// 200 images of 240×320, a fifth of them for validation, seed 0.
+    pub fn new(out: PathBuf) -> Self {
+        Self {
+            out,
+            count: 200,
+            seed: 0,
+            height: 240,
+            width: 320,
+            val_fraction: 0.2,
+        }
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SynthSummary {
     pub train: usize,

@@ -7,17 +7,17 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use indicatif::{ProgressBar, ProgressStyle};
+use segcam::ClassList;
 use serde::{Deserialize, Serialize};
 use tch::nn::{self, ModuleT, OptimizerConfig};
 use tch::{Kind, Reduction, Tensor};
 
 use crate::checkpoint::{self, CheckpointInfo, EpochRecord, Expect};
 use crate::dataset::{BadFiles, VocDataset};
-use crate::evaluate;
+use crate::eval::{network, Evaluation};
 use crate::loader::{self, LoaderConfig};
 use crate::model::{Fcn, STRIDE};
-use crate::{report, weights};
+use crate::{progress, report, torch_device, weights};
 
 /// Every setting of a training run. Defaults are d2l's recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -107,27 +107,6 @@ pub struct TrainSummary {
     pub out: PathBuf,
 }
 
-/// Pick the torch device from `auto`, `cpu`, `cuda` or `cuda:N`.
-pub fn parse_device(name: &str) -> Result<tch::Device> {
-    Ok(match name {
-        "auto" => tch::Device::cuda_if_available(),
-        "cpu" => tch::Device::Cpu,
-        "cuda" | "gpu" => require_cuda(0)?,
-        other => match other.strip_prefix("cuda:").map(str::parse) {
-            Some(Ok(n)) => require_cuda(n)?,
-            _ => bail!("device '{other}': expected auto, cpu, cuda or cuda:N"),
-        },
-    })
-}
-
-fn require_cuda(n: usize) -> Result<tch::Device> {
-    let count = tch::Cuda::device_count() as usize;
-    if n >= count {
-        bail!("CUDA device {n} asked for, but libtorch sees {count} CUDA device(s) (run `seg-host info`)");
-    }
-    Ok(tch::Device::Cuda(n))
-}
-
 /// d2l's loss: per-pixel cross-entropy (void ignored), averaged over each image's
 /// labelled pixels and summed over the batch; lr 0.001 is tuned for that sum.
 pub fn pixel_loss(logits: &Tensor, labels: &Tensor) -> Tensor {
@@ -155,196 +134,31 @@ fn validate(cfg: &TrainConfig) -> Result<()> {
 }
 
 /// Train as `cfg` says; with `resume`, continue from the run folder's last checkpoint.
-pub fn train(mut cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<TrainSummary> {
-    validate(&cfg)?;
+pub fn train(cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<TrainSummary> {
     let files = RunFiles::new(&cfg.out);
-    let previous = if files.last.exists() {
-        if resume {
-            Some(checkpoint::read_info(&files.last)?)
-        } else if !overwrite {
-            bail!(
-                "{}: a checkpoint from an earlier run is there; pass --resume to continue it, --overwrite to start again, or choose another --out",
-                files.last.display()
-            );
-        } else {
-            None
-        }
-    } else {
-        if resume {
-            tracing::warn!(
-                "nothing to resume in {}: starting a new run",
-                cfg.out.display()
-            );
-        }
-        None
-    };
-    if let Some(info) = &previous {
-        // Keep the run's own settings; only a longer schedule may be asked for.
-        let epochs = cfg.epochs;
-        cfg = serde_json::from_value(info.config.clone())
-            .context("the checkpoint's training settings")?;
-        cfg.epochs = epochs.max(cfg.epochs);
-    }
-    validate(&cfg)?;
+    let (cfg, previous) = settle_settings(cfg, &files, resume, overwrite)?;
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("{}: cannot create the run folder", cfg.out.display()))?;
     remove_stale_temporaries(&cfg.out)?;
-
-    let device = parse_device(&cfg.device)?;
-    let bad = if cfg.skip_bad {
-        BadFiles::Skip
-    } else {
-        BadFiles::Fail
-    };
-    let classes = match &cfg.classes {
-        Some(path) => Some(segcam::ClassList::read_labelmap(path)?),
-        None => None,
-    };
-    let [h, w] = cfg.crop;
-    let mut train_set = VocDataset::open(&cfg.data, &cfg.train_split, classes.clone(), bad)?;
-    let mut val_set = VocDataset::open(
-        &cfg.data,
-        &cfg.val_split,
-        Some(train_set.classes.clone()),
-        bad,
-    )?;
-    train_set.keep_at_least(h, w, bad)?;
-    val_set.keep_at_least(h, w, bad)?;
-    tracing::info!(
-        "read {} training and {} validation images ({} and {} smaller than {h}×{w} left out, {} unreadable skipped); {} classes; device {device:?}",
-        train_set.samples.len(),
-        val_set.samples.len(),
-        train_set.dropped_small,
-        val_set.dropped_small,
-        train_set.dropped_bad + val_set.dropped_bad,
-        train_set.classes.len()
-    );
-    if train_set.samples.len() < cfg.batch {
-        bail!(
-            "{}: {} training images of at least {h}×{w}, fewer than one batch of {}",
-            cfg.data.display(),
-            train_set.samples.len(),
-            cfg.batch
-        );
-    }
-    if val_set.samples.is_empty() {
-        bail!(
-            "{}: no validation image is at least {h}×{w}",
-            cfg.data.display()
-        );
-    }
-    let classes = train_set.classes.clone();
-
-    tch::manual_seed(cfg.seed as i64);
-    let mut vs = nn::VarStore::new(device);
-    let mut net = Fcn::new(&vs.root(), classes.len() as i64);
-    let (mut epoch0, mut step, mut history) = (0, 0u64, Vec::new());
-    if let Some(info) = &previous {
-        let tensors = checkpoint::read_tensors(&files.last)?;
-        checkpoint::copy_into(&mut vs, &tensors, Expect::All, &files.last)?;
-        (epoch0, step, history) = (info.epoch, info.step, info.history.clone());
-        tracing::info!("resuming {} after epoch {epoch0}", files.last.display());
-    } else if let Some(path) = &cfg.pretrained {
-        let n = weights::load_body(&mut vs, path)?;
-        tracing::info!(
-            "loaded {n} ImageNet tensors for the body from {}",
-            path.display()
-        );
-    }
-    if cfg.freeze_backbone {
-        net.freeze_body(&vs);
-    }
-    let mut opt = nn::Sgd {
-        momentum: cfg.momentum,
-        dampening: 0.0,
-        wd: cfg.weight_decay,
-        nesterov: false,
-    }
-    .build(&vs, cfg.lr)?;
-
-    let train_set = Arc::new(train_set);
-    let val_set = Arc::new(val_set);
-    let train_loader = LoaderConfig {
-        batch: cfg.batch,
-        crop: (h, w),
-        random: true,
-        flip: cfg.flip,
-        drop_last: true,
-        workers: cfg.workers,
-        prefetch: 2 * cfg.workers.max(1),
-        seed: cfg.seed,
-        bad,
-        norm: segcam::IMAGENET,
-    };
-    let val_loader = LoaderConfig {
-        random: false,
-        drop_last: false,
-        ..train_loader.clone()
-    };
-    let steps_per_epoch = loader::batch_count(train_set.samples.len(), &train_loader) as u64;
-    let total_steps = steps_per_epoch * cfg.epochs as u64;
-    let mut best = history
+    let device = torch_device::parse(&cfg.device)?;
+    let data = Data::open(&cfg, device)?;
+    let mut state = State::new(&cfg, device, &data, previous.as_ref(), &files)?;
+    let mut best = state
+        .history
         .iter()
-        .map(|r: &EpochRecord| r.val_miou)
+        .map(|r| r.val_miou)
         .fold(f64::NEG_INFINITY, f64::max);
-
-    for epoch in epoch0..cfg.epochs {
+    for epoch in state.epochs_done..cfg.epochs {
         let started = Instant::now();
-        let bar = progress(
-            steps_per_epoch,
-            &format!("epoch {}/{}", epoch + 1, cfg.epochs),
-        );
-        let (mut loss_sum, mut images, mut correct, mut labelled) = (0.0, 0usize, 0i64, 0i64);
-        let mut lr = cfg.lr;
-        for batch in loader::batches(train_set.clone(), &train_loader, epoch as u64) {
-            let batch = batch?;
-            if batch.len == 0 {
-                continue;
-            }
-            if cfg.poly {
-                lr = cfg.lr * (1.0 - step as f64 / total_steps as f64).max(0.0).powf(0.9);
-                opt.set_lr(lr);
-            }
-            let (xs, ys) = to_tensors(&batch, device);
-            let logits = net.forward_t(&xs, true);
-            let loss = pixel_loss(&logits, &ys);
-            opt.backward_step(&loss);
-            step += 1;
-            let loss = loss.double_value(&[]);
-            if !loss.is_finite() {
-                bail!(
-                    "the loss became {loss} at epoch {} step {step} (lr {lr}): training diverged; lower --lr, or check the labels",
-                    epoch + 1
-                );
-            }
-            let (c, l) = tch::no_grad(|| evaluate::correct_pixels(&logits, &ys));
-            loss_sum += loss;
-            images += batch.len;
-            correct += c;
-            labelled += l;
-            let rate = images as f64 / started.elapsed().as_secs_f64();
-            bar.set_message(format!(
-                "loss {:.3} acc {:.3} {rate:.1} img/s",
-                loss_sum / images as f64,
-                ratio(correct, labelled)
-            ));
-            bar.inc(1);
-        }
-        bar.finish_and_clear();
-        let train_secs = started.elapsed().as_secs_f64();
-        let eval = evaluate::evaluate(&net, val_set.clone(), &val_loader, device, cfg.grid)?;
-        let record = EpochRecord {
-            epoch: epoch + 1,
-            lr,
-            train_loss: loss_sum / images.max(1) as f64,
-            train_pixel_acc: ratio(correct, labelled),
-            images_per_sec: images as f64 / train_secs,
-            val_pixel_acc: eval.matrix.pixel_accuracy(),
-            val_miou: eval.matrix.mean_iou(),
-            val_class_iou: eval.matrix.class_iou(),
-            val_images: val_set.samples.len(),
-            seconds: started.elapsed().as_secs_f64(),
-        };
+        let fit = train_epoch(&cfg, &data, &mut state, epoch, device)?;
+        let eval = network::evaluate(
+            &state.net,
+            data.val.clone(),
+            &data.val_loader,
+            device,
+            cfg.grid,
+        )?;
+        let record = fit.record(epoch + 1, &eval, data.val.samples.len(), started);
         tracing::info!(
             "epoch {}/{}: loss {:.3}, train acc {:.3}, val acc {:.3}, val mIoU {:.3}, {:.1} images/s",
             record.epoch,
@@ -355,30 +169,312 @@ pub fn train(mut cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<Trai
             record.val_miou,
             record.images_per_sec
         );
-        history.push(record.clone());
-        let info = CheckpointInfo {
+        state.history.push(record.clone());
+        let info = state.checkpoint_info(&cfg, &data.classes, epoch + 1)?;
+        checkpoint::save(&state.vs, &info, &files.last)?;
+        if record.val_miou > best {
+            best = record.val_miou;
+            checkpoint::save(&state.vs, &info, &files.best)?;
+        }
+        report::write_run_report(&cfg.out, &state.history, &eval, &data.classes)?;
+    }
+    Ok(TrainSummary {
+        history: state.history,
+        best_miou: best,
+        out: cfg.out,
+    })
+}
+
+/// The settings the run goes on with, and the checkpoint it resumes: an earlier run's
+/// own settings (only a longer schedule may be asked for), or `cfg` for a new run.
+fn settle_settings(
+    mut cfg: TrainConfig,
+    files: &RunFiles,
+    resume: bool,
+    overwrite: bool,
+) -> Result<(TrainConfig, Option<CheckpointInfo>)> {
+    validate(&cfg)?;
+    let previous = match (files.last.exists(), resume) {
+        (true, true) => Some(checkpoint::read_info(&files.last)?),
+        (true, false) if !overwrite => bail!(
+            "{}: a checkpoint from an earlier run is there; pass --resume to continue it, --overwrite to start again, or choose another --out",
+            files.last.display()
+        ),
+        (false, true) => {
+            tracing::warn!(
+                "nothing to resume in {}: starting a new run",
+                cfg.out.display()
+            );
+            None
+        }
+        _ => None,
+    };
+    if let Some(info) = &previous {
+        let epochs = cfg.epochs;
+        cfg = serde_json::from_value(info.config.clone())
+            .context("the checkpoint's training settings")?;
+        cfg.epochs = epochs.max(cfg.epochs);
+        validate(&cfg)?;
+    }
+    Ok((cfg, previous))
+}
+
+/// The two splits, their class list and how batches are cut from them.
+struct Data {
+    train: Arc<VocDataset>,
+    val: Arc<VocDataset>,
+    classes: ClassList,
+    train_loader: LoaderConfig,
+    val_loader: LoaderConfig,
+}
+
+impl Data {
+    /// Open both splits, leave out images smaller than the crop, and refuse a split
+    /// too small to train or validate on.
+    fn open(cfg: &TrainConfig, device: tch::Device) -> Result<Self> {
+        let bad = if cfg.skip_bad {
+            BadFiles::Skip
+        } else {
+            BadFiles::Fail
+        };
+        let classes = match &cfg.classes {
+            Some(path) => Some(ClassList::read_labelmap(path)?),
+            None => None,
+        };
+        let [h, w] = cfg.crop;
+        let mut train = VocDataset::open(&cfg.data, &cfg.train_split, classes, bad)?;
+        let mut val =
+            VocDataset::open(&cfg.data, &cfg.val_split, Some(train.classes.clone()), bad)?;
+        train.keep_at_least(h, w, bad)?;
+        val.keep_at_least(h, w, bad)?;
+        tracing::info!(
+            "read {} training and {} validation images ({} and {} smaller than {h}×{w} left out, {} unreadable skipped); {} classes; device {device:?}",
+            train.samples.len(),
+            val.samples.len(),
+            train.dropped_small,
+            val.dropped_small,
+            train.dropped_bad + val.dropped_bad,
+            train.classes.len()
+        );
+        if train.samples.len() < cfg.batch {
+            bail!(
+                "{}: {} training images of at least {h}×{w}, fewer than one batch of {}",
+                cfg.data.display(),
+                train.samples.len(),
+                cfg.batch
+            );
+        }
+        if val.samples.is_empty() {
+            bail!(
+                "{}: no validation image is at least {h}×{w}",
+                cfg.data.display()
+            );
+        }
+        let train_loader = LoaderConfig {
+            batch: cfg.batch,
+            crop: (h, w),
+            random: true,
+            flip: cfg.flip,
+            drop_last: true,
+            workers: cfg.workers,
+            prefetch: 2 * cfg.workers.max(1),
+            seed: cfg.seed,
+            bad,
+            norm: segcam::IMAGENET,
+        };
+        let val_loader = LoaderConfig {
+            random: false,
+            drop_last: false,
+            ..train_loader.clone()
+        };
+        Ok(Self {
+            classes: train.classes.clone(),
+            train: Arc::new(train),
+            val: Arc::new(val),
+            train_loader,
+            val_loader,
+        })
+    }
+}
+
+/// The network, its optimiser, and how far the run has come.
+struct State {
+    vs: nn::VarStore,
+    net: Fcn,
+    opt: nn::Optimizer,
+    epochs_done: usize,
+    step: u64,
+    history: Vec<EpochRecord>,
+}
+
+impl State {
+    /// A new network (with ImageNet weights for the body when asked), or the resumed
+    /// run's, and its SGD optimiser.
+    fn new(
+        cfg: &TrainConfig,
+        device: tch::Device,
+        data: &Data,
+        previous: Option<&CheckpointInfo>,
+        files: &RunFiles,
+    ) -> Result<Self> {
+        tch::manual_seed(cfg.seed as i64);
+        let mut vs = nn::VarStore::new(device);
+        let mut net = Fcn::new(&vs.root(), data.classes.len() as i64);
+        let (mut epochs_done, mut step, mut history) = (0, 0, Vec::new());
+        if let Some(info) = previous {
+            let tensors = checkpoint::read_tensors(&files.last)?;
+            checkpoint::copy_into(&mut vs, &tensors, Expect::All, &files.last)?;
+            (epochs_done, step, history) = (info.epoch, info.step, info.history.clone());
+            tracing::info!(
+                "resuming {} after epoch {epochs_done}",
+                files.last.display()
+            );
+        } else if let Some(path) = &cfg.pretrained {
+            let n = weights::load_body(&mut vs, path)?;
+            tracing::info!(
+                "loaded {n} ImageNet tensors for the body from {}",
+                path.display()
+            );
+        }
+        if cfg.freeze_backbone {
+            net.freeze_body(&vs);
+        }
+        let opt = nn::Sgd {
+            momentum: cfg.momentum,
+            dampening: 0.0,
+            wd: cfg.weight_decay,
+            nesterov: false,
+        }
+        .build(&vs, cfg.lr)?;
+        Ok(Self {
+            vs,
+            net,
+            opt,
+            epochs_done,
+            step,
+            history,
+        })
+    }
+
+    /// What the checkpoint after `epoch` records beside the tensors.
+    fn checkpoint_info(
+        &self,
+        cfg: &TrainConfig,
+        classes: &ClassList,
+        epoch: usize,
+    ) -> Result<CheckpointInfo> {
+        Ok(CheckpointInfo {
             format_version: checkpoint::FORMAT_VERSION,
             architecture: checkpoint::ARCHITECTURE.into(),
             classes: classes.clone(),
             normalization: segcam::IMAGENET,
             crop: cfg.crop,
-            epoch: epoch + 1,
-            step,
-            history: history.clone(),
-            config: serde_json::to_value(&cfg)?,
-        };
-        checkpoint::save(&vs, &info, &files.last)?;
-        if record.val_miou > best {
-            best = record.val_miou;
-            checkpoint::save(&vs, &info, &files.best)?;
-        }
-        report::write_run_report(&cfg.out, &history, &eval, &classes)?;
+            epoch,
+            step: self.step,
+            history: self.history.clone(),
+            config: serde_json::to_value(cfg)?,
+        })
     }
-    Ok(TrainSummary {
-        history,
-        best_miou: best,
-        out: cfg.out,
-    })
+}
+
+/// What one epoch of training measured.
+struct EpochFit {
+    loss_sum: f64,
+    images: usize,
+    correct: i64,
+    labelled: i64,
+    lr: f64,
+    seconds: f64,
+}
+
+impl EpochFit {
+    /// The epoch's record, with the validation figures of `eval`.
+    fn record(
+        &self,
+        epoch: usize,
+        eval: &Evaluation,
+        val_images: usize,
+        started: Instant,
+    ) -> EpochRecord {
+        EpochRecord {
+            epoch,
+            lr: self.lr,
+            train_loss: self.loss_sum / self.images.max(1) as f64,
+            train_pixel_acc: ratio(self.correct, self.labelled),
+            images_per_sec: self.images as f64 / self.seconds,
+            val_pixel_acc: eval.matrix.pixel_accuracy(),
+            val_miou: eval.matrix.mean_iou(),
+            val_class_iou: eval.matrix.class_iou(),
+            val_images,
+            seconds: started.elapsed().as_secs_f64(),
+        }
+    }
+}
+
+/// One pass over the training split (`epoch` counts from 0), stopping at a loss that
+/// is no longer finite.
+fn train_epoch(
+    cfg: &TrainConfig,
+    data: &Data,
+    state: &mut State,
+    epoch: usize,
+    device: tch::Device,
+) -> Result<EpochFit> {
+    let started = Instant::now();
+    let steps_per_epoch = loader::batch_count(data.train.samples.len(), &data.train_loader) as u64;
+    let total_steps = steps_per_epoch * cfg.epochs as u64;
+    let bar = progress::bar(
+        steps_per_epoch,
+        &format!("epoch {}/{}", epoch + 1, cfg.epochs),
+    );
+    let mut fit = EpochFit {
+        loss_sum: 0.0,
+        images: 0,
+        correct: 0,
+        labelled: 0,
+        lr: cfg.lr,
+        seconds: 0.0,
+    };
+    for batch in loader::batches(data.train.clone(), &data.train_loader, epoch as u64) {
+        let batch = batch?;
+        if batch.len == 0 {
+            continue;
+        }
+        if cfg.poly {
+            let left = (1.0 - state.step as f64 / total_steps as f64).max(0.0);
+            fit.lr = cfg.lr * left.powf(0.9);
+            state.opt.set_lr(fit.lr);
+        }
+        let (xs, ys) = batch.to_tensors(device);
+        let logits = state.net.forward_t(&xs, true);
+        let loss = pixel_loss(&logits, &ys);
+        state.opt.backward_step(&loss);
+        state.step += 1;
+        let loss = loss.double_value(&[]);
+        if !loss.is_finite() {
+            bail!(
+                "the loss became {loss} at epoch {} step {} (lr {}): training diverged; lower --lr, or check the labels",
+                epoch + 1,
+                state.step,
+                fit.lr
+            );
+        }
+        let (c, l) = tch::no_grad(|| network::correct_pixels(&logits, &ys));
+        fit.loss_sum += loss;
+        fit.images += batch.len;
+        fit.correct += c;
+        fit.labelled += l;
+        let rate = fit.images as f64 / started.elapsed().as_secs_f64();
+        bar.set_message(format!(
+            "loss {:.3} acc {:.3} {rate:.1} img/s",
+            fit.loss_sum / fit.images as f64,
+            ratio(fit.correct, fit.labelled)
+        ));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    fit.seconds = started.elapsed().as_secs_f64();
+    Ok(fit)
 }
 
 /// Delete the temporary files a killed run left mid-write (`*.tmp`): the finished
@@ -394,33 +490,6 @@ fn remove_stale_temporaries(out: &Path) -> Result<()> {
         }
     }
     Ok(())
-}
-
-/// A batch as tensors on `device`: images N×3×H×W (f32) and labels N×H×W (i64).
-pub fn to_tensors(batch: &loader::Batch, device: tch::Device) -> (Tensor, Tensor) {
-    let (n, h, w) = (batch.len as i64, batch.height as i64, batch.width as i64);
-    let xs = Tensor::from_slice(&batch.images)
-        .view([n, 3, h, w])
-        .to_device(device);
-    let ys = Tensor::from_slice(&batch.labels)
-        .view([n, h, w])
-        .to_kind(Kind::Int64)
-        .to_device(device);
-    (xs, ys)
-}
-
-/// A progress bar that indicatif hides when stderr is not a terminal.
-pub fn progress(len: u64, prefix: &str) -> ProgressBar {
-    let bar = ProgressBar::new(len);
-    bar.set_style(
-        ProgressStyle::with_template(
-            "{prefix} [{bar:30}] {pos}/{len} {msg} ({elapsed}, eta {eta})",
-        )
-        .expect("progress template")
-        .progress_chars("=> "),
-    );
-    bar.set_prefix(prefix.to_owned());
-    bar
 }
 
 fn ratio(a: i64, b: i64) -> f64 {

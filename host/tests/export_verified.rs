@@ -16,6 +16,7 @@ use common::fixtures::{
 use std::path::Path;
 
 use seg_host::checkpoint;
+use seg_host::eval::{EvalOptions, EvalSource};
 use seg_host::export::{self, verify, ExportOptions, Upsampler};
 use segcam::engine::{argmax, EngineChoice, EngineOptions};
 use segcam::onnx_card;
@@ -163,23 +164,13 @@ fn export_validation_and_eval_go_through_the_engine() {
     assert_eq!(onnx_card::read_card(&out).unwrap(), report.card);
 
     let eval_out = dir.path().join("eval");
-    let args = seg_host::eval_cmd::EvalArgs {
-        checkpoint: None,
-        model: Some(out.clone()),
-        data,
-        split: "val".into(),
-        crop: None,
-        batch: 8,
-        device: "cpu".into(),
-        out: eval_out.clone(),
-        skip_bad: false,
-        threads: Some(1),
-        // The export's figures were measured in tract: the same engine reads them back exactly.
-        engine: EngineChoice::Tract,
-        provider: segcam::engine::Provider::Cpu,
-        onnxruntime_lib: None,
-    };
-    seg_host::eval_cmd::run(&args).unwrap();
+    let mut args = EvalOptions::new(EvalSource::Model(out.clone()), data);
+    args.device = "cpu".into();
+    args.out = eval_out.clone();
+    args.engine.threads = 1;
+    // The export's figures were measured in tract: the same engine reads them back exactly.
+    args.engine.engine = EngineChoice::Tract;
+    seg_host::eval::run(&args).unwrap();
     let summary: serde_json::Value =
         serde_json::from_str(&std::fs::read_to_string(eval_out.join("eval.json")).unwrap())
             .unwrap();
@@ -192,7 +183,7 @@ fn export_validation_and_eval_go_through_the_engine() {
 
     let mut wrong = args;
     wrong.crop = Some((32, 32));
-    let msg = format!("{:#}", seg_host::eval_cmd::run(&wrong).unwrap_err());
+    let msg = format!("{:#}", seg_host::eval::run(&wrong).unwrap_err());
     assert!(msg.contains("m.onnx") && msg.contains("64×96"), "{msg}");
 }
 
@@ -285,27 +276,21 @@ fn bad_models_are_refused_by_name() {
     );
 
     // The same files through `seg-host eval --model`.
-    let args = |model: &str| seg_host::eval_cmd::EvalArgs {
-        checkpoint: None,
-        model: Some(dir.path().join(model)),
-        data: dir.path().join("no-data"),
-        split: "val".into(),
-        crop: None,
-        batch: 8,
-        device: "cpu".into(),
-        out: dir.path().join("eval"),
-        skip_bad: false,
-        threads: Some(1),
-        engine: EngineChoice::Auto,
-        provider: segcam::engine::Provider::Cpu,
-        onnxruntime_lib: None,
+    let args = |model: &str| {
+        let mut args = EvalOptions::new(
+            EvalSource::Model(dir.path().join(model)),
+            dir.path().join("no-data"),
+        );
+        args.out = dir.path().join("eval");
+        args.engine.threads = 1;
+        args
     };
     refused(
-        seg_host::eval_cmd::run(&args("truncated.onnx")),
+        seg_host::eval::run(&args("truncated.onnx")),
         &["truncated.onnx", "not an ONNX"],
     );
     refused(
-        seg_host::eval_cmd::run(&args("no_card.onnx")),
+        seg_host::eval::run(&args("no_card.onnx")),
         &["no_card.onnx", "model card"],
     );
     assert!(!dir.path().join("eval").exists());

@@ -19,7 +19,7 @@ use tch::nn::VarStore;
 use crate::atomic::{self, Pending};
 use crate::checkpoint::{self, CheckpointInfo, Expect, ARCHITECTURE};
 use crate::dataset::{BadFiles, VocDataset};
-use crate::engine_eval;
+use crate::eval;
 use crate::model::{Fcn, STRIDE};
 
 pub use graph::{Head, Upsampler};
@@ -155,10 +155,10 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     );
 
     if let Some(ds) = &dataset {
-        let eval = engine_eval::evaluate(&engine, ds, bad, 0)?;
+        let figures = eval::engine::evaluate(&engine, ds, bad, 0)?;
         card.export_validation = Some(Figures {
-            pixel_accuracy: eval.matrix.pixel_accuracy(),
-            mean_iou: eval.matrix.mean_iou(),
+            pixel_accuracy: figures.matrix.pixel_accuracy(),
+            mean_iou: figures.matrix.mean_iou(),
             images: ds.samples.len(),
         });
         onnx_card::set_card(&mut model, &card);

@@ -29,8 +29,8 @@ use tract_onnx::tract_core::ops::einsum::EinSum;
 
 use crate::atomic::{self, Pending};
 use crate::dataset::{BadFiles, VocDataset};
-use crate::engine_eval;
-use crate::train::progress;
+use crate::eval;
+use crate::progress;
 
 pub use calibrate::Method;
 pub use rewrite::{QParams, WeightScale};
@@ -48,26 +48,12 @@ pub const PER_TENSOR_MAX_ERROR: f64 = 0.03;
 const MAX_FLOAT_FALLBACK: usize = 2;
 
 /// How `qlinear` weights are scaled.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum WeightsChoice {
     /// Per tensor where its error stays under [`PER_TENSOR_MAX_ERROR`], else per channel.
     Auto,
     PerChannel,
     PerTensor,
-}
-
-impl std::str::FromStr for WeightsChoice {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s {
-            "auto" => Ok(Self::Auto),
-            "per-channel" => Ok(Self::PerChannel),
-            "per-tensor" => Ok(Self::PerTensor),
-            _ => Err(format!(
-                "weights '{s}': expected auto, per-channel or per-tensor"
-            )),
-        }
-    }
 }
 
 #[derive(Debug, Clone)]
@@ -384,7 +370,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
 
 /// The confusion matrix of `engine` on the gate's split.
 fn evaluate(engine: &Engine, ds: &VocDataset, bad: BadFiles) -> Result<ConfusionMatrix> {
-    Ok(engine_eval::evaluate(engine, ds, bad, 0)?.matrix)
+    Ok(eval::engine::evaluate(engine, ds, bad, 0)?.matrix)
 }
 
 /// Why int8 (`b`) fails against f32 (`a`), or `None` if it passes: pixel accuracy,
@@ -455,7 +441,7 @@ fn calibrate_values(
         opts.method
     );
     let passes = if opts.method == Method::MinMax { 1 } else { 2 };
-    let bar = progress((passes * images.len()) as u64, "calibrate");
+    let bar = progress::bar((passes * images.len()) as u64, "calibrate");
     let norm = card.normalization;
     let mut inputs = images.iter(w, h).map(|im| {
         im.map(|im| {

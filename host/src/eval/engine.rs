@@ -5,9 +5,9 @@ use anyhow::{Context, Result};
 use segcam::preprocess::Rect;
 use segcam::{ConfusionMatrix, Engine};
 
+use super::Evaluation;
 use crate::dataset::{BadFiles, VocDataset};
-use crate::evaluate::Evaluation;
-use crate::train::progress;
+use crate::progress;
 
 /// Run `engine` over every sample of `ds` (which must hold only images at least the
 /// model's input size; see [`VocDataset::keep_at_least`]). The first `grid` samples
@@ -22,7 +22,7 @@ pub fn evaluate(
     let classes = &engine.card().classes;
     let mut matrix = ConfusionMatrix::new(classes.len());
     let mut pictures = Vec::new();
-    let bar = progress(ds.samples.len() as u64, "evaluate");
+    let bar = progress::bar(ds.samples.len() as u64, "evaluate");
     for i in 0..ds.samples.len() {
         let (image, label) = match ds.load(i) {
             Ok(pair) => pair,

@@ -1,92 +1,92 @@
 //! `seg-host eval`: evaluate a checkpoint (with tch) or an exported model (with the
-//! board's engine) on a dataset split and print the figures.
+//! board's engine) on a dataset split, print the figures and write them to a folder.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use clap::Args;
+use segcam::engine::{EngineChoice, EngineOptions, Provider};
 use segcam::{ClassList, Engine};
 use tch::nn;
 
+use super::{engine, network, Evaluation};
 use crate::checkpoint::{self, Expect};
 use crate::dataset::{BadFiles, VocDataset};
-use crate::evaluate::Evaluation;
 use crate::loader::LoaderConfig;
 use crate::model::Fcn;
-use crate::{atomic, engine_eval, evaluate, plots, train};
+use crate::{atomic, plots, torch_device};
 
-#[derive(Args, Debug)]
-pub struct EvalArgs {
-    /// A checkpoint written by `seg-host train` (`.safetensors` with its `.json`).
-    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
-    pub checkpoint: Option<PathBuf>,
-    /// An exported model (`.onnx` with its model card), run by the board's engine.
-    #[arg(long)]
-    pub model: Option<PathBuf>,
-    /// Dataset folder in VOC layout.
-    #[arg(long)]
-    pub data: PathBuf,
-    #[arg(long, default_value = "val")]
-    pub split: String,
-    /// Centre crop as HxW [default: the checkpoint's training crop; a model's input size].
-    #[arg(long, value_parser = crate::size::parse)]
-    pub crop: Option<(u32, u32)>,
-    #[arg(long, default_value_t = 8)]
-    pub batch: usize,
-    /// auto, cpu, cuda or cuda:N.
-    #[arg(long, default_value = "auto")]
-    pub device: String,
-    /// Where eval.json, confusion.png and predictions.png go.
-    #[arg(long, default_value = "runs/eval")]
-    pub out: PathBuf,
-    #[arg(long)]
-    pub skip_bad: bool,
-    /// Engine threads for --model [default: the CPU count].
-    #[arg(long)]
-    pub threads: Option<usize>,
-    /// The engine for --model: auto (the one its card names), tract or onnxruntime.
-    #[arg(long, default_value = "auto")]
-    pub engine: segcam::engine::EngineChoice,
-    /// Where onnxruntime runs --model: cpu, cuda or tensorrt.
-    #[arg(long, default_value = "cpu")]
-    pub provider: segcam::engine::Provider,
-    /// The onnxruntime library [default: ORT_DYLIB_PATH, beside seg-host, the segcam venv].
-    #[arg(long, value_name = "FILE")]
-    pub onnxruntime_lib: Option<PathBuf>,
+/// What is evaluated.
+#[derive(Debug, Clone)]
+pub enum EvalSource {
+    /// A checkpoint written by `seg-host train`, run in tch.
+    Checkpoint(PathBuf),
+    /// An exported model (`.onnx` with its card), run by the board's engine.
+    Model(PathBuf),
 }
 
-pub fn run(a: &EvalArgs) -> Result<()> {
+/// Every setting of `seg-host eval`.
+#[derive(Debug, Clone)]
+pub struct EvalOptions {
+    pub source: EvalSource,
+    /// The dataset folder (VOC layout).
+    pub data: PathBuf,
+    pub split: String,
+    /// Centre crop (height, width); `None`: a checkpoint's training crop, a model's input.
+    pub crop: Option<(u32, u32)>,
+    /// Batch size of a checkpoint's evaluation.
+    pub batch: usize,
+    /// The torch device of a checkpoint's evaluation: auto, cpu, cuda or cuda:N.
+    pub device: String,
+    /// Where eval.json, confusion.png and predictions.png go.
+    pub out: PathBuf,
+    pub skip_bad: bool,
+    /// The engine, its threads, provider and library for a model.
+    pub engine: EngineOptions,
+}
+
+impl EvalOptions {
+    pub fn new(source: EvalSource, data: PathBuf) -> Self {
+        Self {
+            source,
+            data,
+            split: "val".into(),
+            crop: None,
+            batch: 8,
+            device: "auto".into(),
+            out: PathBuf::from("runs/eval"),
+            skip_bad: false,
+            engine: EngineOptions {
+                engine: EngineChoice::Auto,
+                threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+                provider: Provider::Cpu,
+                onnxruntime_lib: None,
+            },
+        }
+    }
+}
+
+/// Evaluate as `a` says: print the figures, write them to `a.out`.
+pub fn run(a: &EvalOptions) -> Result<()> {
     let bad = if a.skip_bad {
         BadFiles::Skip
     } else {
         BadFiles::Fail
     };
-    match (&a.checkpoint, &a.model) {
-        (Some(checkpoint), None) => run_checkpoint(a, checkpoint, bad),
-        (None, Some(model)) => run_model(a, model, bad),
-        _ => bail!("give either --checkpoint or --model"),
+    match &a.source {
+        EvalSource::Checkpoint(checkpoint) => run_checkpoint(a, checkpoint, bad),
+        EvalSource::Model(model) => run_model(a, model, bad),
     }
 }
 
 /// An exported model through the board's engine, at its input size.
-fn run_model(a: &EvalArgs, model: &Path, bad: BadFiles) -> Result<()> {
-    let threads = a
-        .threads
-        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
-    let engine = Engine::open(
-        model,
-        &segcam::engine::EngineOptions {
-            engine: a.engine,
-            threads,
-            provider: a.provider,
-            onnxruntime_lib: a.onnxruntime_lib.clone(),
-        },
-    )?;
+fn run_model(a: &EvalOptions, model: &Path, bad: BadFiles) -> Result<()> {
+    let engine = Engine::open(model, &a.engine)?;
     tracing::info!(
-        "{} in {} ({threads} threads)",
+        "{} in {} ({} threads)",
         model.display(),
-        engine.kind()
+        engine.kind(),
+        a.engine.threads
     );
     let card = engine.card();
     let (h, w) = (card.input_height, card.input_width);
@@ -101,13 +101,13 @@ fn run_model(a: &EvalArgs, model: &Path, bad: BadFiles) -> Result<()> {
     let mut ds = VocDataset::open(&a.data, &a.split, Some(card.classes.clone()), bad)?;
     ds.keep_at_least(h, w, bad)?;
     let images = ds.samples.len();
-    let eval = engine_eval::evaluate(&engine, &ds, bad, 4)?;
+    let eval = engine::evaluate(&engine, &ds, bad, 4)?;
     report(a, ("model", model), &card.classes, images, (h, w), &eval)
 }
 
-fn run_checkpoint(a: &EvalArgs, path: &Path, bad: BadFiles) -> Result<()> {
+fn run_checkpoint(a: &EvalOptions, path: &Path, bad: BadFiles) -> Result<()> {
     let info = checkpoint::read_info(path)?;
-    let device = train::parse_device(&a.device)?;
+    let device = torch_device::parse(&a.device)?;
     let (h, w) = a.crop.unwrap_or((info.crop[0], info.crop[1]));
     let mut ds = VocDataset::open(&a.data, &a.split, Some(info.classes.clone()), bad)?;
     ds.keep_at_least(h, w, bad)?;
@@ -127,7 +127,7 @@ fn run_checkpoint(a: &EvalArgs, path: &Path, bad: BadFiles) -> Result<()> {
         norm: info.normalization,
     };
     let images = ds.samples.len();
-    let eval = evaluate::evaluate(&net, Arc::new(ds), &cfg, device, 4)?;
+    let eval = network::evaluate(&net, Arc::new(ds), &cfg, device, 4)?;
     report(
         a,
         ("checkpoint", path),
@@ -140,7 +140,7 @@ fn run_checkpoint(a: &EvalArgs, path: &Path, bad: BadFiles) -> Result<()> {
 
 /// Print the figures; write eval.json, confusion.png and predictions.png.
 fn report(
-    a: &EvalArgs,
+    a: &EvalOptions,
     (kind, source): (&str, &Path),
     classes: &ClassList,
     images: usize,

@@ -1,4 +1,4 @@
-//! Evaluation of the network on a dataset split: a confusion matrix (pixel accuracy,
+//! The network in tch on a dataset split: a confusion matrix (pixel accuracy,
 //! per-class IoU, mIoU) and a few predictions to look at.
 
 use std::sync::Arc;
@@ -10,17 +10,11 @@ use segcam::ConfusionMatrix;
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
+use super::Evaluation;
 use crate::dataset::VocDataset;
 use crate::loader::{self, LoaderConfig};
 use crate::model::Fcn;
-use crate::train::{progress, to_tensors};
-
-/// The figures of one evaluation and the first few predictions as pictures
-/// (image | prediction | ground truth).
-pub struct Evaluation {
-    pub matrix: ConfusionMatrix,
-    pub grid: Vec<[RgbImage; 3]>,
-}
+use crate::progress;
 
 /// Correctly predicted and labelled (non-void) pixel counts of a batch.
 pub fn correct_pixels(logits: &Tensor, labels: &Tensor) -> (i64, i64) {
@@ -61,13 +55,13 @@ pub fn evaluate(
     let mut matrix = ConfusionMatrix::new(net.classes() as usize);
     let mut pictures = Vec::new();
     let batches = loader::batches(ds.clone(), cfg, 0);
-    let bar = progress(batches.len() as u64, "evaluate");
+    let bar = progress::bar(batches.len() as u64, "evaluate");
     for batch in batches {
         let batch = batch?;
         if batch.len == 0 {
             continue;
         }
-        let (xs, ys) = to_tensors(&batch, device);
+        let (xs, ys) = batch.to_tensors(device);
         let logits = tch::no_grad(|| net.forward_t(&xs, false));
         matrix.merge(&confusion(&logits, &ys));
         let predicted = logits
