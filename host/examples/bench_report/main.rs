@@ -12,8 +12,10 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context};
-use seg_host::plots::{plot_bars, Bar, BarPanel};
 use serde_json::{json, Value};
+
+mod chart;
+use chart::{plot_bars, Bar, BarPanel};
 
 fn read_json(path: &Path) -> anyhow::Result<Value> {
     let text =
