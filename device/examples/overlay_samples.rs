@@ -8,9 +8,11 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use image::imageops::{resize, FilterType};
+use segcam::classes::ClassCounts;
 use segcam::hud::{self, HudInfo};
 use segcam::jpeg::{encode_jpeg, DEFAULT_QUALITY};
-use segcam::overlay::{Filter, Overlay, OverlayOptions, Visualize};
+use segcam::overlay::{Overlay, OverlayOptions, Visualize};
+use segcam::resize::Filter;
 use segcam::scene;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,7 +27,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let seed = (0..32u64)
         .max_by_key(|&seed| {
             let labels = scene::render_frame(seed, 3.0, 160, 120).labels;
-            let counts = segcam::overlay::ClassCounts::of(&labels);
+            let counts = ClassCounts::of(&labels);
             counts.present(&classes).len()
         })
         .unwrap_or(0);
@@ -101,8 +103,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         println!("overlay {filter:?} 640×480 from 320×240: {ms:.3} ms");
     }
     let mut picture = frame.image.clone();
-    let legend = Overlay::new(&classes, options)
-        .legend(&classes, &segcam::overlay::ClassCounts::of(&class_map));
+    let legend = Overlay::new(&classes, options).legend(&classes, &ClassCounts::of(&class_map));
     let ms = median_ms(200, || {
         hud::draw(
             &mut picture,

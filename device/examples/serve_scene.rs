@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use image::imageops::{resize, FilterType};
-use segcam::http::{encode_jpeg, HttpServer, Published, Stats, DEFAULT_ADDR, DEFAULT_QUALITY};
+use segcam::http::{HttpServer, Published, Stats, DEFAULT_ADDR};
 use segcam::hud::{self, HudInfo};
+use segcam::jpeg::{encode_jpeg, DEFAULT_QUALITY};
 use segcam::overlay::{Overlay, OverlayOptions};
 use segcam::scene;
 

@@ -22,11 +22,13 @@ pub enum Precision {
 
 /// The engines that run a model on the board.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum EngineKind {
     /// tract: pure Rust, in every build (the static board binary included).
     Tract,
     /// onnxruntime through its shared library (the `onnxruntime` feature).
+    #[cfg_attr(feature = "clap", value(alias = "ort"))]
     Onnxruntime,
 }
 
@@ -60,6 +62,7 @@ impl std::fmt::Display for EngineKind {
 
 /// How an int8 graph is written: each engine runs one form with integer kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum QuantFormat {
     /// QuantizeLinear/DequantizeLinear pairs around f32 Conv, Add and MaxPool, uint8

@@ -120,7 +120,7 @@ impl ClassList {
     pub fn read_labelmap(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         let bad = |line: usize, message: String| Error::ClassFile {
             path: path.to_owned(),
@@ -199,9 +199,100 @@ impl ClassList {
     }
 }
 
+/// Pixel counts per label value of one class map (at the model's resolution).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClassCounts {
+    counts: Box<[u32; 256]>,
+    total: u32,
+}
+
+/// One class seen in a frame, as the legend and `/stats.json` show it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PresentClass {
+    pub index: u8,
+    pub name: String,
+    pub colour: [u8; 3],
+    pub pixels: u32,
+    /// Share of the class map's pixels (void included in the total).
+    pub fraction: f32,
+}
+
+impl ClassCounts {
+    /// Count the label values of `class_map`.
+    pub fn of(class_map: &image::GrayImage) -> Self {
+        let mut counts = Box::new([0u32; 256]);
+        for &v in class_map.as_raw() {
+            counts[v as usize] += 1;
+        }
+        Self {
+            counts,
+            total: class_map.as_raw().len() as u32,
+        }
+    }
+
+    /// Pixels labelled `label` (any value, void included).
+    pub fn get(&self, label: u8) -> u32 {
+        self.counts[label as usize]
+    }
+
+    /// Pixels counted in all.
+    pub fn total(&self) -> u32 {
+        self.total
+    }
+
+    /// The classes of `classes` that occur, in class order (void and labels beyond the
+    /// list are left out).
+    pub fn present(&self, classes: &ClassList) -> Vec<PresentClass> {
+        let total = self.total.max(1) as f32;
+        classes
+            .names
+            .iter()
+            .zip(&classes.colours)
+            .enumerate()
+            .take(VOID as usize)
+            .filter(|&(i, _)| self.counts[i] > 0)
+            .map(|(i, (name, colour))| PresentClass {
+                index: i as u8,
+                name: name.clone(),
+                colour: *colour,
+                pixels: self.counts[i],
+                fraction: self.counts[i] as f32 / total,
+            })
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn present_classes_count_pixels_of_the_class_map() {
+        let classes = ClassList::new(vec![
+            ("background".into(), [0, 0, 0]),
+            ("thing".into(), [200, 100, 50]),
+        ])
+        .unwrap();
+        // Label 7 lies beyond the list: counted, but not present.
+        let map = image::GrayImage::from_raw(5, 1, vec![1, 1, VOID, 1, 7]).unwrap();
+        let counts = ClassCounts::of(&map);
+        assert_eq!(counts.get(1), 3);
+        assert_eq!(counts.get(VOID), 1);
+        assert_eq!(counts.get(7), 1);
+        assert_eq!(counts.total(), 5);
+        let present = counts.present(&classes);
+        assert_eq!(
+            present.len(),
+            1,
+            "void, unknown and absent classes are left out"
+        );
+        assert_eq!(present[0].name, "thing");
+        assert_eq!(present[0].colour, [200, 100, 50]);
+        assert_eq!(present[0].pixels, 3);
+        assert!((present[0].fraction - 0.6).abs() < 1e-6);
+        let empty = ClassCounts::of(&image::GrayImage::new(0, 0));
+        assert!(empty.present(&classes).is_empty());
+    }
 
     #[test]
     fn voc_palette_matches_the_devkit() {

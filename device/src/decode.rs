@@ -69,7 +69,7 @@ pub fn open_image(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
     let invalid = |why: String| Error::Invalid(format!("{}: {why}", path.display()));
     let io = |source| Error::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     };
     let bytes = std::fs::metadata(path).map_err(io)?.len();
     limits.check_bytes(bytes).map_err(invalid)?;
@@ -169,7 +169,10 @@ mod tests {
         let msg = open_image(&path, &few_bytes).unwrap_err().to_string();
         assert!(msg.contains("a.png") && msg.contains("bytes"), "{msg}");
 
-        let jpeg = crate::jpeg::encode_jpeg(&RgbImage::new(16, 8), 80).unwrap();
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 80)
+            .encode_image(&RgbImage::new(16, 8))
+            .unwrap();
         assert!(decode_bytes(&jpeg, ImageFormat::Jpeg, &DecodeLimits::default()).is_ok());
         assert!(decode_bytes(&jpeg, ImageFormat::Jpeg, &tight).is_ok());
         let tiny = DecodeLimits {

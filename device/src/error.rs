@@ -5,11 +5,12 @@ use std::path::PathBuf;
 /// Everything that can go wrong in `segcam`; each variant names the file and what was wrong.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    #[error("{path}: {source}")]
+    // The cause is part of the message and not also a `source`, so that printing the
+    // whole chain (`{:#}`) says it once.
+    #[error("{path}: {cause}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        cause: std::io::Error,
     },
     #[error("{path}, line {line}: {message}")]
     ClassFile {
@@ -23,12 +24,8 @@ pub enum Error {
     #[error("{0}")]
     Invalid(String),
     /// A network address that cannot be bound or served.
-    #[error("{addr}: {source}")]
-    Net {
-        addr: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{addr}: {cause}")]
+    Net { addr: String, cause: std::io::Error },
 }
 
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -2,15 +2,12 @@
 //! device's pixel layout (RGB565 or XRGB8888, little-endian as the kernel stores them)
 //! and written to the device file. The geometry comes from sysfs
 //! (`/sys/class/graphics/fbN/{virtual_size,bits_per_pixel,stride}`), so no ioctl is
-//! needed. [`FbTarget`] is the same buffer as an `embedded-graphics` `DrawTarget`.
+//! needed.
 
-use std::convert::Infallible;
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
-use embedded_graphics::pixelcolor::Rgb888;
-use embedded_graphics::prelude::*;
 use image::RgbImage;
 
 use crate::error::{Error, Result};
@@ -106,71 +103,6 @@ fn blit_rect(
     }
 }
 
-/// A byte buffer in a framebuffer layout, as an `embedded-graphics` draw target.
-pub struct FbTarget<'a> {
-    buffer: &'a mut [u8],
-    size: Size,
-    stride: usize,
-    format: PixelFormat,
-}
-
-impl<'a> FbTarget<'a> {
-    /// Fails when `buffer` cannot hold `height` rows of `stride` bytes.
-    pub fn new(
-        buffer: &'a mut [u8],
-        width: u32,
-        height: u32,
-        stride: usize,
-        format: PixelFormat,
-    ) -> Result<Self> {
-        if stride < width as usize * format.bytes_per_pixel()
-            || buffer.len() < stride * height as usize
-        {
-            return Err(Error::Invalid(format!(
-                "framebuffer target {width}×{height} {format:?}: stride {stride} and {} bytes \
-                 are too small",
-                buffer.len()
-            )));
-        }
-        Ok(Self {
-            buffer,
-            size: Size::new(width, height),
-            stride,
-            format,
-        })
-    }
-}
-
-impl OriginDimensions for FbTarget<'_> {
-    fn size(&self) -> Size {
-        self.size
-    }
-}
-
-impl DrawTarget for FbTarget<'_> {
-    type Color = Rgb888;
-    type Error = Infallible;
-
-    fn draw_iter<I>(&mut self, pixels: I) -> Result<(), Self::Error>
-    where
-        I: IntoIterator<Item = Pixel<Self::Color>>,
-    {
-        let bpp = self.format.bytes_per_pixel();
-        for Pixel(p, c) in pixels {
-            if p.x >= 0
-                && p.y >= 0
-                && (p.x as u32) < self.size.width
-                && (p.y as u32) < self.size.height
-            {
-                let at = p.y as usize * self.stride + p.x as usize * bpp;
-                let packed = self.format.pack([c.r(), c.g(), c.b()]);
-                self.buffer[at..at + bpp].copy_from_slice(&packed[..bpp]);
-            }
-        }
-        Ok(())
-    }
-}
-
 /// An open framebuffer device with a back buffer of its full size.
 #[derive(Debug)]
 pub struct Framebuffer {
@@ -222,7 +154,7 @@ impl Framebuffer {
             .open(device)
             .map_err(|source| Error::Io {
                 path: device.to_owned(),
-                source,
+                cause: source,
             })?;
         Ok(Self {
             path: device.to_owned(),
@@ -269,21 +201,11 @@ impl Framebuffer {
         self.flush()
     }
 
-    /// The back buffer as a draw target (for drawing straight onto the screen).
-    pub fn target(&mut self) -> FbTarget<'_> {
-        FbTarget {
-            buffer: &mut self.back,
-            size: Size::new(self.width, self.height),
-            stride: self.stride,
-            format: self.format,
-        }
-    }
-
     /// Write the back buffer to the device.
     pub fn flush(&mut self) -> Result<()> {
         let io = |source| Error::Io {
             path: self.path.clone(),
-            source,
+            cause: source,
         };
         self.file.seek(SeekFrom::Start(0)).map_err(io)?;
         self.file.write_all(&self.back).map_err(io)?;
@@ -294,7 +216,7 @@ impl Framebuffer {
 fn read_text(path: &Path) -> Result<String> {
     std::fs::read_to_string(path).map_err(|source| Error::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     })
 }
 
@@ -323,7 +245,6 @@ fn read_pair(path: &Path) -> Result<(u32, u32)> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
     use image::Rgb;
 
     #[test]
@@ -374,19 +295,6 @@ mod tests {
         assert!(err.to_string().contains("stride 6"), "{err}");
         assert!(blit(&image, PixelFormat::Rgb565, 8, &mut [0; 23]).is_err());
         assert!(blit(&image, PixelFormat::Rgb565, 8, &mut [0; 24]).is_ok());
-    }
-
-    #[test]
-    fn draw_target_writes_the_packed_colour() {
-        let mut buf = vec![0u8; 8 * 4];
-        let mut target = FbTarget::new(&mut buf, 4, 4, 8, PixelFormat::Rgb565).unwrap();
-        Rectangle::new(Point::new(1, 1), Size::new(2, 2))
-            .into_styled(PrimitiveStyle::with_fill(Rgb888::new(255, 0, 0)))
-            .draw(&mut target)
-            .unwrap();
-        assert_eq!(buf[8 + 2..8 + 6], [0x00, 0xf8, 0x00, 0xf8]);
-        assert_eq!(buf[..8], [0; 8]);
-        assert_eq!(buf[8..10], [0, 0]);
     }
 
     fn fake_sysfs(tag: &str, size: &str, bits: &str, stride: Option<&str>) -> (PathBuf, PathBuf) {

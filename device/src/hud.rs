@@ -14,7 +14,7 @@ use embedded_graphics::primitives::{PrimitiveStyle, Rectangle};
 use embedded_graphics::text::{Baseline, Text};
 use image::RgbImage;
 
-use crate::overlay::PresentClass;
+use crate::classes::PresentClass;
 
 /// An `embedded-graphics` draw target over an `RgbImage`; pixels outside are dropped.
 pub struct Canvas<'a> {

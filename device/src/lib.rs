@@ -2,7 +2,10 @@
 //!
 //! This crate owns the **model contract** shared by the workstation (`seg-host`) and
 //! the board (`seg-cam`): the class list and palette, the preprocessing, the metrics,
-//! and the generated test scene; with the `live` feature, the pipeline of `seg-cam`.
+//! and the generated test scene, with the engines that run a model and the benchmark.
+//! That much builds with no features. `render` adds what draws and encodes frames
+//! (fitting, label resampling, overlay, HUD, JPEG); `http` and `framebuffer` the
+//! outputs; `live` the pipeline of `seg-cam`; `testing` the helpers of the tests.
 
 pub mod bench;
 pub mod card;
@@ -15,20 +18,25 @@ pub mod error;
 pub mod framebuffer;
 #[cfg(feature = "http")]
 pub mod http;
+#[cfg(feature = "render")]
 pub mod hud;
+#[cfg(feature = "render")]
 pub mod jpeg;
 #[cfg(feature = "live")]
 pub mod live;
 pub mod metrics;
 pub mod onnx_card;
+#[cfg(feature = "render")]
 pub mod overlay;
 pub mod preprocess;
+#[cfg(feature = "live")]
 pub mod queue;
+#[cfg(feature = "render")]
 pub mod resize;
 pub mod scene;
 #[cfg(feature = "live")]
 pub mod source;
-#[doc(hidden)]
+#[cfg(any(test, feature = "testing"))]
 pub mod testing;
 
 pub use card::ModelCard;

@@ -17,7 +17,7 @@ use crate::error::{Error, Result};
 pub fn decode_file(path: &Path) -> Result<pb::ModelProto> {
     let bytes = std::fs::read(path).map_err(|source| Error::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     })?;
     decode(&bytes).map_err(|message| model_error(path, message))
 }

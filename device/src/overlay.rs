@@ -1,7 +1,8 @@
 //! Class maps drawn over frames: the class map (model resolution) is brought to the
-//! frame's size, either nearest-neighbour (`Point`) or by blending the class colours
-//! bilinearly (`Linear`, as jetson-inference's `--filter-mode=linear`), and composed as
-//! an overlay, a bare mask, or frame and mask side by side.
+//! frame's size, either nearest-neighbour (`Point`, the nearest class as
+//! [`resample_labels`](crate::resize::resample_labels) picks it) or by blending the
+//! class colours bilinearly (`Linear`, as jetson-inference's `--filter-mode=linear`),
+//! and composed as an overlay, a bare mask, or frame and mask side by side.
 //!
 //! Blending is `out = (alpha·colour + (255 − alpha)·pixel) / 255`, rounded to nearest.
 //! Each label value's premultiplied colour is tabulated once, so a frame costs a few
@@ -12,25 +13,16 @@ use std::str::FromStr;
 use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
-use crate::classes::{ClassList, VOID, VOID_COLOUR};
+use crate::classes::{ClassCounts, ClassList, PresentClass, VOID, VOID_COLOUR};
 use crate::error::{Error, Result};
+use crate::resize::{nearest, Filter};
 
 /// jetson-inference's default blending weight of the class colour (0–255).
 pub const DEFAULT_ALPHA: u8 = 150;
 
-/// How the class map is brought to the frame's resolution.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[serde(rename_all = "kebab-case")]
-pub enum Filter {
-    /// Nearest class: hard, blocky borders; exact class colours.
-    Point,
-    /// Bilinear blend of the four nearest class colours: smooth borders.
-    #[default]
-    Linear,
-}
-
 /// What the composed picture shows.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum Visualize {
     /// Class colours blended over the frame.
@@ -40,19 +32,6 @@ pub enum Visualize {
     Mask,
     /// The frame on the left, the mask on the right (twice the frame's width).
     SideBySide,
-}
-
-impl FromStr for Filter {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "point" => Ok(Self::Point),
-            "linear" => Ok(Self::Linear),
-            _ => Err(Error::Invalid(format!(
-                "filter mode '{s}': expected 'point' or 'linear'"
-            ))),
-        }
-    }
 }
 
 impl FromStr for Visualize {
@@ -89,69 +68,6 @@ impl Default for OverlayOptions {
             alpha: DEFAULT_ALPHA,
             ignore_class: None,
         }
-    }
-}
-
-/// Pixel counts per label value of one class map (at the model's resolution).
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ClassCounts {
-    counts: Box<[u32; 256]>,
-    total: u32,
-}
-
-/// One class seen in a frame, as the legend and `/stats.json` show it.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct PresentClass {
-    pub index: u8,
-    pub name: String,
-    pub colour: [u8; 3],
-    pub pixels: u32,
-    /// Share of the class map's pixels (void included in the total).
-    pub fraction: f32,
-}
-
-impl ClassCounts {
-    /// Count the label values of `class_map`.
-    pub fn of(class_map: &GrayImage) -> Self {
-        let mut counts = Box::new([0u32; 256]);
-        for &v in class_map.as_raw() {
-            counts[v as usize] += 1;
-        }
-        Self {
-            counts,
-            total: class_map.as_raw().len() as u32,
-        }
-    }
-
-    /// Pixels labelled `label` (any value, void included).
-    pub fn get(&self, label: u8) -> u32 {
-        self.counts[label as usize]
-    }
-
-    /// Pixels counted in all.
-    pub fn total(&self) -> u32 {
-        self.total
-    }
-
-    /// The classes of `classes` that occur, in class order (void and labels beyond the
-    /// list are left out).
-    pub fn present(&self, classes: &ClassList) -> Vec<PresentClass> {
-        let total = self.total.max(1) as f32;
-        classes
-            .names
-            .iter()
-            .zip(&classes.colours)
-            .enumerate()
-            .take(VOID as usize)
-            .filter(|&(i, _)| self.counts[i] > 0)
-            .map(|(i, (name, colour))| PresentClass {
-                index: i as u8,
-                name: name.clone(),
-                colour: *colour,
-                pixels: self.counts[i],
-                fraction: self.counts[i] as f32 / total,
-            })
-            .collect()
     }
 }
 
@@ -197,24 +113,24 @@ struct Tap {
 
 /// Source coordinates for each output coordinate (centres aligned, as image resizers do).
 fn taps(src: u32, dst: u32, filter: Filter) -> Vec<Tap> {
+    if filter == Filter::Point {
+        return nearest(src, dst)
+            .into_iter()
+            .map(|s| Tap { lo: s, hi: s, w: 0 })
+            .collect();
+    }
     let scale = src as f64 / dst as f64;
     (0..dst)
-        .map(|d| match filter {
-            Filter::Point => {
-                let s = (((d as f64 + 0.5) * scale) as u32).min(src - 1);
-                Tap { lo: s, hi: s, w: 0 }
-            }
-            Filter::Linear => {
-                let u = ((d as f64 + 0.5) * scale - 0.5).clamp(0.0, (src - 1) as f64);
-                let lo = u.floor() as u32;
-                let w = ((u - lo as f64) * ONE as f64).round() as u32;
-                let (lo, w) = if w == ONE { (lo + 1, 0) } else { (lo, w) };
-                let lo = lo.min(src - 1);
-                Tap {
-                    lo,
-                    hi: (lo + 1).min(src - 1),
-                    w,
-                }
+        .map(|d| {
+            let u = ((d as f64 + 0.5) * scale - 0.5).clamp(0.0, (src - 1) as f64);
+            let lo = u.floor() as u32;
+            let w = ((u - lo as f64) * ONE as f64).round() as u32;
+            let (lo, w) = if w == ONE { (lo + 1, 0) } else { (lo, w) };
+            let lo = lo.min(src - 1);
+            Tap {
+                lo,
+                hi: (lo + 1).min(src - 1),
+                w,
             }
         })
         .collect()
@@ -411,29 +327,10 @@ fn bilinear(t: [&Tint; 4], wx: u32, wy: u32) -> Tint {
     }
 }
 
-/// The class map at `width × height`, nearest class (for writing class-id maps at the
-/// frame's resolution).
-pub fn resize_labels(class_map: &GrayImage, width: u32, height: u32) -> GrayImage {
-    let (mw, mh) = class_map.dimensions();
-    if mw == 0 || mh == 0 {
-        return GrayImage::from_pixel(width, height, image::Luma([VOID]));
-    }
-    let columns = taps(mw, width, Filter::Point);
-    let rows = taps(mh, height, Filter::Point);
-    let mut out = GrayImage::new(width, height);
-    for (y, row) in rows.iter().enumerate() {
-        let src = &class_map.as_raw()[row.lo as usize * mw as usize..][..mw as usize];
-        let dst = &mut out.as_mut()[y * width as usize..][..width as usize];
-        for (d, tap) in dst.iter_mut().zip(&columns) {
-            *d = src[tap.lo as usize];
-        }
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::resize::resample_labels;
     use image::{Luma, Rgb};
 
     fn two_classes() -> ClassList {
@@ -593,20 +490,26 @@ mod tests {
     }
 
     #[test]
-    fn present_classes_count_pixels_of_the_class_map() {
+    fn counts_are_of_the_class_map_not_the_frame() {
         let classes = two_classes();
         let map = GrayImage::from_raw(4, 1, vec![1, 1, VOID, 1]).unwrap();
         let mut overlay = Overlay::new(&classes, OverlayOptions::default());
         let (_, counts) = overlay.render(&grey_frame(8, 8), &map).unwrap();
-        assert_eq!(counts.get(1), 3);
-        assert_eq!(counts.get(VOID), 1);
+        assert_eq!(counts, ClassCounts::of(&map));
         assert_eq!(counts.total(), 4);
-        let present = counts.present(&classes);
-        assert_eq!(present.len(), 1, "void and absent classes are left out");
-        assert_eq!(present[0].name, "thing");
-        assert_eq!(present[0].colour, [200, 100, 50]);
-        assert_eq!(present[0].pixels, 3);
-        assert!((present[0].fraction - 0.75).abs() < 1e-6);
+    }
+
+    #[test]
+    fn point_mask_is_the_colourized_resampled_label_map() {
+        // Sizes that do not divide: the overlay's nearest class is resample_labels'.
+        let classes = two_classes();
+        let map = GrayImage::from_fn(5, 3, |x, y| Luma([[0, 1, 2, VOID][(x + y) as usize % 4]]));
+        let mut overlay = Overlay::new(&classes, options(Filter::Point, Visualize::Mask, 150));
+        for (w, h) in [(7, 5), (13, 4), (3, 2), (5, 3)] {
+            let (mask, _) = overlay.render(&grey_frame(w, h), &map).unwrap();
+            let labels = resample_labels(&map, w, h, Filter::Point);
+            assert_eq!(mask, classes.colourize(&labels), "{w}×{h}");
+        }
     }
 
     #[test]
@@ -643,21 +546,13 @@ mod tests {
     }
 
     #[test]
-    fn resize_labels_picks_the_nearest_class() {
-        let out = resize_labels(&map_2x2(), 4, 4);
-        assert_eq!(out.as_raw()[..4], [0, 0, 1, 1]);
-        assert_eq!(out.as_raw()[12..], [2, 2, VOID, VOID]);
-    }
-
-    #[test]
     fn modes_parse_from_their_cli_names() {
-        assert_eq!("point".parse::<Filter>().unwrap(), Filter::Point);
         assert_eq!(
             "side-by-side".parse::<Visualize>().unwrap(),
             Visualize::SideBySide
         );
         assert!("blur"
-            .parse::<Filter>()
+            .parse::<Visualize>()
             .unwrap_err()
             .to_string()
             .contains("blur"));

@@ -7,6 +7,9 @@
 //!   frame go unseen and come back as void);
 //! - `letterbox`: the whole frame scaled to fit, centred, the bands filled with the
 //!   normalisation mean (which normalises to zero: neutral input for the network).
+//!
+//! Class maps go back to a frame's resolution through [`resample_labels`] (and the
+//! overlay's `Point` filter picks the same nearest class, from [`nearest`]).
 
 use std::str::FromStr;
 
@@ -16,17 +19,43 @@ use serde::{Deserialize, Serialize};
 
 use crate::classes::VOID;
 use crate::error::{Error, Result};
-use crate::overlay::Filter;
 use crate::preprocess::{Normalization, Rect};
 
 /// How frames are fitted to the model's input size.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "kebab-case")]
 pub enum ResizePolicy {
     Stretch,
     Crop,
     #[default]
     Letterbox,
+}
+
+/// How a class map is brought to a frame's resolution.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
+#[serde(rename_all = "kebab-case")]
+pub enum Filter {
+    /// Nearest class: hard, blocky borders; exact class colours.
+    Point,
+    /// Bilinear: smooth borders (the overlay blends the four nearest class colours, as
+    /// jetson-inference's `--filter-mode=linear`; label maps take the heaviest label).
+    #[default]
+    Linear,
+}
+
+impl FromStr for Filter {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "point" => Ok(Self::Point),
+            "linear" => Ok(Self::Linear),
+            _ => Err(Error::Invalid(format!(
+                "filter mode '{s}': expected 'point' or 'linear'"
+            ))),
+        }
+    }
 }
 
 impl FromStr for ResizePolicy {
@@ -163,46 +192,55 @@ pub fn resample_labels(map: &GrayImage, width: u32, height: u32, filter: Filter)
     if mw == 0 || mh == 0 {
         return GrayImage::from_pixel(width, height, Luma([VOID]));
     }
-    let xs = taps(mw, width);
-    let ys = taps(mh, height);
     let raw = map.as_raw();
     let at = |x: u32, y: u32| raw[(y * mw + x) as usize];
+    if filter == Filter::Point {
+        let xs = nearest(mw, width);
+        let ys = nearest(mh, height);
+        return GrayImage::from_fn(width, height, |x, y| {
+            Luma([at(xs[x as usize], ys[y as usize])])
+        });
+    }
+    let xs = taps(mw, width);
+    let ys = taps(mh, height);
     GrayImage::from_fn(width, height, |x, y| {
         let (x0, x1, wx) = xs[x as usize];
         let (y0, y1, wy) = ys[y as usize];
-        let label = match filter {
-            Filter::Point => at(
-                if wx < 0.5 { x0 } else { x1 },
-                if wy < 0.5 { y0 } else { y1 },
-            ),
-            Filter::Linear => {
-                let corners = [
-                    (at(x0, y0), (1.0 - wx) * (1.0 - wy)),
-                    (at(x1, y0), wx * (1.0 - wy)),
-                    (at(x0, y1), (1.0 - wx) * wy),
-                    (at(x1, y1), wx * wy),
-                ];
-                let weight = |l: u8| {
-                    corners
-                        .iter()
-                        .filter(|c| c.0 == l)
-                        .map(|c| c.1)
-                        .sum::<f32>()
-                };
-                // Ties go to the earlier corner (top-left first).
-                let mut best = corners[0].0;
-                let mut best_w = weight(best);
-                for &(l, _) in &corners[1..] {
-                    let w = weight(l);
-                    if w > best_w {
-                        (best, best_w) = (l, w);
-                    }
-                }
-                best
-            }
+        let corners = [
+            (at(x0, y0), (1.0 - wx) * (1.0 - wy)),
+            (at(x1, y0), wx * (1.0 - wy)),
+            (at(x0, y1), (1.0 - wx) * wy),
+            (at(x1, y1), wx * wy),
+        ];
+        let weight = |l: u8| {
+            corners
+                .iter()
+                .filter(|c| c.0 == l)
+                .map(|c| c.1)
+                .sum::<f32>()
         };
-        Luma([label])
+        // Ties go to the earlier corner (top-left first).
+        let mut best = corners[0].0;
+        let mut best_w = weight(best);
+        for &(l, _) in &corners[1..] {
+            let w = weight(l);
+            if w > best_w {
+                (best, best_w) = (l, w);
+            }
+        }
+        Luma([best])
     })
+}
+
+/// For each of `to` output coordinates, the nearest of `from` source coordinates,
+/// centres aligned (as image resizers do); a centre exactly between two goes to the
+/// second. Exact: output `i`'s centre is source `(2i + 1)·from / (2·to) − ½`, so the
+/// nearest is `⌊(2i + 1)·from / (2·to)⌋`. `from` must not be 0.
+pub fn nearest(from: u32, to: u32) -> Vec<u32> {
+    let (from, to2) = (u64::from(from), 2 * u64::from(to));
+    (0..u64::from(to))
+        .map(|i| ((2 * i + 1) * from / to2).min(from - 1) as u32)
+        .collect()
 }
 
 /// For each output coordinate, the two source coordinates around its centre and the
@@ -375,6 +413,45 @@ mod tests {
         // At the same size both are the identity.
         assert_eq!(resample_labels(&map, 2, 2, Filter::Linear), map);
         assert_eq!(resample_labels(&map, 2, 2, Filter::Point), map);
+    }
+
+    #[test]
+    fn point_picks_the_nearest_class() {
+        // A 2×2 map (background, thing / other, void) at 4×4: each cell a 2×2 block.
+        let map = GrayImage::from_raw(2, 2, vec![0, 1, 2, VOID]).unwrap();
+        let out = resample_labels(&map, 4, 4, Filter::Point);
+        assert_eq!(out.as_raw()[..4], [0, 0, 1, 1]);
+        assert_eq!(out.as_raw()[12..], [2, 2, VOID, VOID]);
+        // Downsampling: a centre exactly between two source pixels takes the second.
+        assert_eq!(nearest(2, 1), [1]);
+        assert_eq!(nearest(4, 3), [0, 2, 3]);
+        assert_eq!(nearest(3, 2), [0, 2]);
+        // Against the definition, for every pair of small sizes: the source centre
+        // nearest to the output centre, in units of 1/(2·from·to) to stay exact.
+        for from in 1..40u32 {
+            for to in 1..40u32 {
+                for (i, &s) in nearest(from, to).iter().enumerate() {
+                    let want = (2 * i as i64 + 1) * from as i64;
+                    let off = |s: i64| (want - (2 * s + 1) * to as i64).abs();
+                    let s = s as i64;
+                    assert!(s < from as i64, "{from}→{to} [{i}] = {s}");
+                    if s > 0 {
+                        assert!(off(s) <= off(s - 1), "{from}→{to} [{i}] = {s}");
+                    }
+                    if s + 1 < from as i64 {
+                        assert!(off(s) < off(s + 1), "{from}→{to} [{i}] = {s}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn modes_parse_from_their_cli_names() {
+        assert_eq!("point".parse::<Filter>().unwrap(), Filter::Point);
+        assert_eq!("linear".parse::<Filter>().unwrap(), Filter::Linear);
+        let msg = "blur".parse::<Filter>().unwrap_err().to_string();
+        assert!(msg.contains("blur"), "{msg}");
     }
 
     #[test]

@@ -1,5 +1,7 @@
 //! Helpers for tests of code that loads models, here and in the integration tests:
-//! tiny ONNX models whose outputs are easy to compute by hand. Not part of the API.
+//! tiny ONNX models whose outputs are easy to compute by hand, and where the built
+//! binaries are. Not part of the API: compiled for this crate's unit tests and with the
+//! `testing` feature (this crate's integration tests, and the workspace's `tests`).
 
 use std::path::{Path, PathBuf};
 

@@ -373,8 +373,8 @@ struct QuantizeArgs {
     #[arg(long, default_value_t = quantize_defaults().split)]
     split: String,
     /// The int8 form: qdq (onnxruntime's integer kernels) or qlinear (tract's) [default: the form --engine runs fastest].
-    #[arg(long, value_parser = ["qdq", "qlinear"])]
-    format: Option<String>,
+    #[arg(long, value_enum)]
+    format: Option<QuantFormat>,
     /// The engine the model is made for, gated and timed in: auto (onnxruntime when its library is found), tract or onnxruntime.
     #[arg(long, default_value_t = quantize_defaults().engine)]
     engine: EngineChoice,
@@ -507,10 +507,7 @@ fn quantize(a: QuantizeArgs) -> Result<()> {
     opts.split = a.split;
     opts.force = a.force;
     opts.skip_bad = a.skip_bad;
-    opts.format = a.format.as_deref().map(|f| match f {
-        "qdq" => QuantFormat::Qdq,
-        _ => QuantFormat::Qlinear,
-    });
+    opts.format = a.format;
     opts.engine = a.engine;
     opts.onnxruntime_lib = a.onnxruntime_lib;
     opts.weights = a.weights;

@@ -13,8 +13,8 @@ use clap::{CommandFactory, FromArgMatches, Parser};
 use serde::Serialize;
 
 use segcam::live::Config;
-use segcam::overlay::{Filter, Visualize};
-use segcam::resize::ResizePolicy;
+use segcam::overlay::Visualize;
+use segcam::resize::{Filter, ResizePolicy};
 use segcam::source::PixelFormat;
 
 /// Flags: each setting is optional here so that only those given override the
@@ -30,6 +30,12 @@ use segcam::source::PixelFormat;
 struct Cli {
     /// Input: v4l2:///dev/video0 (or /dev/videoN), test://, an image, a folder, or a glob.
     input: Option<String>,
+    /// Outputs, as jetson-inference names them: http://ADDR (the live page), fb:///dev/fbN or
+    /// display://N (a framebuffer), file://DIR (JPEG frames). Given any, the live page is
+    /// served only if one of them (or --http) asks for it.
+    #[arg(value_name = "OUTPUT")]
+    #[serde(skip)]
+    outputs: Vec<String>,
     /// Read settings from a TOML file (keys as the flags' names; flags win).
     #[arg(long, value_name = "FILE")]
     #[serde(skip)]
@@ -57,16 +63,16 @@ struct Cli {
     #[arg(long, value_name = "ENGINE")]
     compare_engine: Option<segcam::card::EngineKind>,
     /// Requested capture width (cameras take the nearest size they offer).
-    #[arg(long, value_name = "PIXELS")]
+    #[arg(long, visible_alias = "input-width", value_name = "PIXELS")]
     width: Option<u32>,
     /// Requested capture height.
-    #[arg(long, value_name = "PIXELS")]
+    #[arg(long, visible_alias = "input-height", value_name = "PIXELS")]
     height: Option<u32>,
     /// Requested frames per second.
-    #[arg(long, value_name = "FPS")]
+    #[arg(long, visible_alias = "input-rate", value_name = "FPS")]
     rate: Option<f32>,
-    /// Only this camera pixel format: yuyv, uyvy, nv12, nv21, yuv420, yvu420, rgb24, bgr24, mjpeg, grey.
-    #[arg(long, value_name = "FORMAT")]
+    /// Only this camera pixel format (by name, or by fourcc such as YUYV or MJPG).
+    #[arg(long, value_name = "FORMAT", ignore_case = true)]
     pixel_format: Option<PixelFormat>,
     /// Set a camera control before streaming, as v4l2-ctl names it (--list-cameras shows them); repeatable
     /// (config: camera-controls = ["NAME=VALUE", …]).
@@ -76,15 +82,16 @@ struct Cli {
         value_name = "NAME=VALUE"
     )]
     camera_controls: Option<Vec<String>>,
-    /// Start image inputs again at their end.
-    #[arg(long = "loop", num_args = 0..=1, default_missing_value = "true", value_name = "BOOL")]
+    /// Start image inputs again at their end (--input-loop=-1 as in jetson-inference; 0 or false: once).
+    #[arg(long = "loop", visible_alias = "input-loop", num_args = 0..=1, default_missing_value = "true",
+          value_name = "BOOL", value_parser = parse_loop)]
     #[serde(rename = "loop")]
     looping: Option<bool>,
     /// Fitting frames to the model's input: stretch, crop or letterbox.
     #[arg(long, value_name = "POLICY")]
     resize: Option<ResizePolicy>,
     /// Class map to frame resolution: point (blocky, exact) or linear (smooth).
-    #[arg(long, value_name = "MODE")]
+    #[arg(long, visible_alias = "filter-mode", value_name = "MODE")]
     filter: Option<Filter>,
     /// overlay, mask or side-by-side.
     #[arg(long, value_name = "MODE")]
@@ -138,7 +145,12 @@ impl Cli {
     fn parse_args() -> Self {
         let defaults = toml::to_string(&Config::default()).expect("the defaults serialise");
         let command = Cli::command().after_help(format!(
-            "Which engine and model are fastest here: seg-cam bench --model A.onnx [--model B.onnx …] \
+            "Examples:\n  \
+             seg-cam /dev/video0 http://0.0.0.0:8080          camera to the live page on every interface\n  \
+             seg-cam v4l2:///dev/video0 display://0            camera to the first framebuffer\n  \
+             seg-cam 'images/*.jpg' file://runs/out --save-masks runs/masks   pictures to files\n  \
+             seg-cam test:// --model models/fcn.int8.onnx --stats   the test scene, statistics on stdout\n\n\
+             Which engine and model are fastest here: seg-cam bench --model A.onnx [--model B.onnx …] \
              (seg-cam bench --help).\n\nDefaults (a --config file takes the same keys):\n\n{defaults}"
         ));
         let matches = command.get_matches();
@@ -158,10 +170,31 @@ impl Cli {
         }
     }
 
+    /// The flags and OUTPUT arguments as one table of settings. An OUTPUT and a flag
+    /// that set the same thing differently are an error.
+    fn settings(&self) -> segcam::Result<toml::Table> {
+        let mut table = segcam::live::uri::settings(&self.outputs)?;
+        let flags = self.overrides();
+        for (key, value) in &flags {
+            if table.get(key).is_some_and(|output| output != value) {
+                return Err(segcam::Error::Invalid(format!(
+                    "--{key} {value} and the output that sets {key} to {} disagree; give one",
+                    table[key]
+                )));
+            }
+        }
+        if !self.outputs.is_empty() && !table.contains_key("http") {
+            table.insert("http".into(), segcam::live::config::HTTP_OFF.into());
+        }
+        table.extend(flags);
+        Ok(table)
+    }
+
     fn config(&self) -> segcam::Result<Config> {
+        let settings = self.settings()?;
         match &self.config {
-            Some(path) => Config::load(path, self.overrides()),
-            None => Config::merge(None, self.overrides()),
+            Some(path) => Config::load(path, settings),
+            None => Config::merge(None, settings),
         }
     }
 }
@@ -305,6 +338,19 @@ fn run(cli: Cli) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// `--loop`/`--input-loop`: true, false, or jetson-inference's counts (-1: for ever,
+/// 0: once); seg-cam loops for ever or not at all.
+fn parse_loop(text: &str) -> Result<bool, String> {
+    match text.to_ascii_lowercase().as_str() {
+        "true" | "-1" => Ok(true),
+        "false" | "0" => Ok(false),
+        n if n.parse::<u64>().is_ok() => Err(format!(
+            "'{text}': seg-cam loops an input for ever (-1 or true) or not at all (0 or false), not N times"
+        )),
+        _ => Err(format!("'{text}': expected true, false, -1 or 0")),
+    }
+}
+
 #[cfg(feature = "v4l2")]
 fn list_cameras() -> String {
     segcam::source::v4l2::list_cameras()
@@ -329,7 +375,7 @@ mod tests {
             .filter(|a| {
                 !matches!(
                     a.get_id().as_str(),
-                    "config" | "list_cameras" | "help" | "version"
+                    "config" | "list_cameras" | "outputs" | "help" | "version"
                 )
             })
             .map(|a| a.get_long().map_or(a.get_id().to_string(), str::to_string))
@@ -379,5 +425,77 @@ mod tests {
         let msg = cli.config().unwrap_err().to_string();
         assert!(msg.contains("/nonexistent/cam.toml"), "{msg}");
         assert!(Cli::try_parse_from(["seg-cam", "--resize", "squash"]).is_err());
+    }
+
+    #[test]
+    fn outputs_as_jetson_inference_names_them() {
+        let config = |args: &[&str]| Cli::try_parse_from(args).unwrap().config();
+        let c = config(&["seg-cam", "test://", "display://1", "file:///tmp/frames"]).unwrap();
+        assert_eq!(c.fb.as_deref(), Some("fb:///dev/fb1"));
+        assert_eq!(c.out, Some(PathBuf::from("/tmp/frames")));
+        assert_eq!(
+            c.http,
+            segcam::live::config::HTTP_OFF,
+            "outputs given: no page unless asked"
+        );
+        let c = config(&["seg-cam", "test://", "http://:9000", "fb:///dev/fb0"]).unwrap();
+        assert_eq!(c.http, "0.0.0.0:9000");
+        let c = config(&["seg-cam", "test://", "file://x", "--http", "127.0.0.1:9001"]).unwrap();
+        assert_eq!(c.http, "127.0.0.1:9001", "--http adds the page");
+        let c = config(&["seg-cam", "test://"]).unwrap();
+        assert_eq!(
+            c.http,
+            Config::default().http,
+            "no outputs: the default page"
+        );
+        let msg = config(&["seg-cam", "test://", "file://a", "--out", "b"])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("--out") && msg.contains("disagree"), "{msg}");
+        let msg = config(&["seg-cam", "test://", "rtp://1.2.3.4:5000"])
+            .unwrap_err()
+            .to_string();
+        assert!(msg.contains("rtp://"), "{msg}");
+    }
+
+    #[test]
+    fn jetson_inference_flag_names_are_aliases() {
+        let c = Cli::try_parse_from([
+            "seg-cam",
+            "test://",
+            "--input-width=320",
+            "--input-height=240",
+            "--input-rate=15",
+            "--input-loop=-1",
+            "--filter-mode=linear",
+        ])
+        .unwrap()
+        .config()
+        .unwrap();
+        assert_eq!((c.width, c.height, c.rate), (320, 240, 15.0));
+        assert!(c.looping);
+        assert_eq!(c.filter, Filter::Linear);
+        let c = Cli::try_parse_from(["seg-cam", "test://", "--input-loop", "0"])
+            .unwrap()
+            .config()
+            .unwrap();
+        assert!(!c.looping);
+        assert!(Cli::try_parse_from(["seg-cam", "test://", "--input-loop=3"]).is_err());
+    }
+
+    #[test]
+    fn every_flag_has_help_text() {
+        for mut command in [Cli::command(), BenchCli::command()] {
+            command.build();
+            for arg in command.get_arguments() {
+                let help = arg.get_help().map(|h| h.to_string()).unwrap_or_default();
+                assert!(
+                    !help.trim().is_empty(),
+                    "{} --{} has no help text",
+                    command.get_name(),
+                    arg.get_id()
+                );
+            }
+        }
     }
 }

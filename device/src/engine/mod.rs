@@ -47,7 +47,7 @@ impl Raw {
 
 /// Which engine to run a model with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "live", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum EngineChoice {
     /// The engine the model's card names when this build has it, else the other; a
@@ -55,6 +55,7 @@ pub enum EngineChoice {
     #[default]
     Auto,
     Tract,
+    #[cfg_attr(feature = "clap", value(alias = "ort"))]
     Onnxruntime,
 }
 
@@ -88,12 +89,13 @@ impl std::str::FromStr for EngineChoice {
 
 /// Where onnxruntime runs the graph.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
-#[cfg_attr(feature = "live", derive(clap::ValueEnum))]
+#[cfg_attr(feature = "clap", derive(clap::ValueEnum))]
 #[serde(rename_all = "lowercase")]
 pub enum Provider {
     #[default]
     Cpu,
     Cuda,
+    #[cfg_attr(feature = "clap", value(alias = "trt"))]
     Tensorrt,
 }
 
@@ -236,7 +238,7 @@ impl Engine {
     pub fn open(path: &Path, options: &EngineOptions) -> Result<Self> {
         let bytes = std::fs::read(path).map_err(|source| Error::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         let proto = onnx_card::decode(&bytes).map_err(|m| model_error(path, m))?;
         let fail = |message: String| model_error(path, message);

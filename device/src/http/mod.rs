@@ -38,7 +38,6 @@ use crate::error::{Error, Result};
 use limits::{Budget, Pending, Waiting};
 use request::{has_token, host_allowed, read_head, HeadError, Request};
 
-pub use crate::jpeg::{encode_jpeg, DEFAULT_QUALITY};
 pub use published::{Health, Published, Stats};
 
 /// Where the server listens unless configured: this machine only.
@@ -137,7 +136,7 @@ impl HttpServer {
     pub fn start_with(addr: &str, published: Arc<Published>, options: HttpOptions) -> Result<Self> {
         let net = |source| Error::Net {
             addr: addr.to_string(),
-            source,
+            cause: source,
         };
         if options
             .token
@@ -528,7 +527,7 @@ fn stream_mjpeg(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::overlay::PresentClass;
+    use crate::classes::PresentClass;
     use std::io::{BufRead, BufReader, Read};
 
     const DEADLINE: Duration = Duration::from_secs(10);
@@ -577,9 +576,14 @@ mod tests {
             .unwrap_or("")
     }
 
+    /// A frame of the test scene as a JPEG (image's encoder: the server only forwards bytes).
     fn frame_jpeg(t: f64) -> Vec<u8> {
         let scene = crate::scene::render_frame(3, t, 64, 48);
-        encode_jpeg(&scene.image, 80).unwrap()
+        let mut out = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut out, 80)
+            .encode_image(&scene.image)
+            .unwrap();
+        out
     }
 
     fn stats(frames: u64) -> Stats {

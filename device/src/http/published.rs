@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
 
-use crate::overlay::PresentClass;
+use crate::classes::PresentClass;
 
 /// What the pipeline reports with each frame.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

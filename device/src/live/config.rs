@@ -10,8 +10,8 @@ use crate::decode::DecodeLimits;
 use crate::engine::{EngineChoice, EngineOptions, Provider};
 use crate::error::{Error, Result};
 use crate::http::HttpOptions;
-use crate::overlay::{Filter, Visualize, DEFAULT_ALPHA};
-use crate::resize::ResizePolicy;
+use crate::overlay::{Visualize, DEFAULT_ALPHA};
+use crate::resize::{Filter, ResizePolicy};
 use crate::source::{CameraControl, PixelFormat, SourceOptions};
 
 /// The model `seg-cam` runs unless told otherwise.
@@ -155,7 +155,7 @@ impl Config {
     pub fn load(path: &Path, overrides: toml::Table) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_owned(),
-            source,
+            cause: source,
         })?;
         Self::merge(Some((path, &text)), overrides)
     }
@@ -236,7 +236,7 @@ impl Config {
             (None, Some(path)) => {
                 let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
                     path: path.clone(),
-                    source,
+                    cause: source,
                 })?;
                 let token = text.lines().next().unwrap_or_default().trim().to_string();
                 if token.is_empty() {

@@ -12,6 +12,7 @@ mod fault;
 pub mod infer;
 pub mod output;
 pub mod status;
+pub mod uri;
 pub mod watchdog;
 
 use std::path::Path;
@@ -56,7 +57,7 @@ pub fn resolve_class(name: &str, classes: &ClassList) -> Result<u8> {
 fn create_dir(path: &Path) -> Result<()> {
     std::fs::create_dir_all(path).map_err(|source| Error::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     })
 }
 

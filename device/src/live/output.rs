@@ -15,13 +15,13 @@ use serde::Serialize;
 use super::infer::{Inferred, POLL};
 use super::status::Status;
 use super::watchdog;
-use crate::classes::ClassList;
+use crate::classes::{ClassList, PresentClass};
 use crate::error::{Error, Result};
 use crate::framebuffer::Framebuffer;
 use crate::http::{Published, Stats};
 use crate::hud::{self, HudInfo};
 use crate::jpeg::{encode_jpeg, MAX_SIDE};
-use crate::overlay::{Overlay, OverlayOptions, PresentClass};
+use crate::overlay::{Overlay, OverlayOptions};
 use crate::queue::{DropQueue, Pop};
 use crate::resize::resample_labels;
 
@@ -450,7 +450,7 @@ fn show(fb: &mut Framebuffer, picture: &RgbImage) -> Result<()> {
 fn io_error(path: &Path, source: std::io::Error) -> Error {
     Error::Io {
         path: path.to_owned(),
-        source,
+        cause: source,
     }
 }
 

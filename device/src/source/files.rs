@@ -46,7 +46,7 @@ impl Images {
         } else if path.is_dir() {
             let entries = std::fs::read_dir(path).map_err(|source| Error::Io {
                 path: path.to_owned(),
-                source,
+                cause: source,
             })?;
             let mut paths: Vec<PathBuf> = entries
                 .flatten()

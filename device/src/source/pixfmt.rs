@@ -409,6 +409,23 @@ impl FromStr for PixelFormat {
     }
 }
 
+/// On the command line: the name (`yuyv`) or the fourcc (`YUYV`), listed by `--help`.
+#[cfg(feature = "clap")]
+impl clap::ValueEnum for PixelFormat {
+    fn value_variants<'a>() -> &'a [Self] {
+        &Self::ALL
+    }
+
+    fn to_possible_value(&self) -> Option<clap::builder::PossibleValue> {
+        let aliases = TABLE
+            .iter()
+            .filter(|e| e.0 == *self)
+            .flat_map(|e| [e.1.to_string(), e.2.to_string()])
+            .filter(|a| a != self.name());
+        Some(clap::builder::PossibleValue::new(self.name()).aliases(aliases))
+    }
+}
+
 impl fmt::Display for PixelFormat {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str(self.name())
