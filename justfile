@@ -135,4 +135,6 @@ lint:
     cargo fmt --all -- --check
     scripts/module-cycles host/src
     scripts/module-cycles device/src
+    cargo clippy -p segcam --no-default-features -- -D warnings
+    cargo clippy -p segcam --no-default-features --features clap,onnxruntime -- -D warnings
     {{torch_env}} cargo clippy --workspace --all-targets -- -D warnings

@@ -7,12 +7,11 @@
 use std::path::PathBuf;
 use std::time::Instant;
 
-use image::imageops::{resize, FilterType};
 use segcam::classes::ClassCounts;
 use segcam::hud::{self, HudInfo};
 use segcam::jpeg::{encode_jpeg, DEFAULT_QUALITY};
 use segcam::overlay::{Overlay, OverlayOptions, Visualize};
-use segcam::resize::Filter;
+use segcam::resize::{resample_labels, Filter};
 use segcam::scene;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -34,9 +33,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     println!("scene seed {seed}");
     let frame = scene::render_frame(seed, 3.0, 640, 480);
     // A 320×240 class map, as a model at half resolution would give.
-    let class_map = resize(&frame.labels, 320, 240, FilterType::Nearest);
+    let class_map = resample_labels(&frame.labels, 320, 240, Filter::Point);
     // The coarsest map an FCN gives before its upsampling (1/32): shows the filters.
-    let coarse = resize(&frame.labels, 20, 15, FilterType::Nearest);
+    let coarse = resample_labels(&frame.labels, 20, 15, Filter::Point);
 
     let views = [
         (

@@ -5,11 +5,11 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use image::imageops::{resize, FilterType};
 use segcam::http::{HttpServer, Published, Stats, DEFAULT_ADDR};
 use segcam::hud::{self, HudInfo};
 use segcam::jpeg::{encode_jpeg, DEFAULT_QUALITY};
 use segcam::overlay::{Overlay, OverlayOptions};
+use segcam::resize::{resample_labels, Filter};
 use segcam::scene;
 
 /// A scene family with a bird, a bottle and a car in view.
@@ -40,7 +40,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         let tick = Instant::now();
         let t = start.elapsed().as_secs_f64();
         let frame = scene::render_frame(SEED, t, 640, 480);
-        let class_map = resize(&frame.labels, 320, 240, FilterType::Nearest);
+        let class_map = resample_labels(&frame.labels, 320, 240, Filter::Point);
         let (mut picture, counts) = overlay.render(&frame.image, &class_map)?;
         let legend = overlay.legend(&classes, &counts);
         let inference_ms = 30.0 + 3.0 * (t.sin() as f32);

@@ -5,7 +5,8 @@
 //! and the generated test scene, with the engines that run a model and the benchmark.
 //! That much builds with no features. `render` adds what draws and encodes frames
 //! (fitting, label resampling, overlay, HUD, JPEG); `http` and `framebuffer` the
-//! outputs; `live` the pipeline of `seg-cam`; `testing` the helpers of the tests.
+//! outputs; `clap` value enums for command lines; `live` the pipeline of `seg-cam`
+//! (with all of those); `testing` the helpers of the tests.
 
 pub mod bench;
 pub mod card;

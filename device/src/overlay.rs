@@ -8,8 +8,6 @@
 //! Each label value's premultiplied colour is tabulated once, so a frame costs a few
 //! multiply-adds per pixel and no allocation once the output buffer exists.
 
-use std::str::FromStr;
-
 use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
 
@@ -32,20 +30,6 @@ pub enum Visualize {
     Mask,
     /// The frame on the left, the mask on the right (twice the frame's width).
     SideBySide,
-}
-
-impl FromStr for Visualize {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "overlay" => Ok(Self::Overlay),
-            "mask" => Ok(Self::Mask),
-            "side-by-side" => Ok(Self::SideBySide),
-            _ => Err(Error::Invalid(format!(
-                "visualization '{s}': expected 'overlay', 'mask' or 'side-by-side'"
-            ))),
-        }
-    }
 }
 
 /// The settings of an [`Overlay`].
@@ -543,18 +527,5 @@ mod tests {
         let (out, counts) = overlay.render(&grey_frame(2, 1), &map).unwrap();
         assert_eq!(out.get_pixel(1, 0).0, [100, 100, 100]);
         assert_eq!(counts.present(&classes).len(), 1);
-    }
-
-    #[test]
-    fn modes_parse_from_their_cli_names() {
-        assert_eq!(
-            "side-by-side".parse::<Visualize>().unwrap(),
-            Visualize::SideBySide
-        );
-        assert!("blur"
-            .parse::<Visualize>()
-            .unwrap_err()
-            .to_string()
-            .contains("blur"));
     }
 }

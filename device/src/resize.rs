@@ -11,14 +11,11 @@
 //! Class maps go back to a frame's resolution through [`resample_labels`] (and the
 //! overlay's `Point` filter picks the same nearest class, from [`nearest`]).
 
-use std::str::FromStr;
-
 use image::imageops::{self, FilterType};
 use image::{GrayImage, Luma, Rgb, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::classes::VOID;
-use crate::error::{Error, Result};
 use crate::preprocess::{Normalization, Rect};
 
 /// How frames are fitted to the model's input size.
@@ -43,33 +40,6 @@ pub enum Filter {
     /// jetson-inference's `--filter-mode=linear`; label maps take the heaviest label).
     #[default]
     Linear,
-}
-
-impl FromStr for Filter {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "point" => Ok(Self::Point),
-            "linear" => Ok(Self::Linear),
-            _ => Err(Error::Invalid(format!(
-                "filter mode '{s}': expected 'point' or 'linear'"
-            ))),
-        }
-    }
-}
-
-impl FromStr for ResizePolicy {
-    type Err = Error;
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "stretch" => Ok(Self::Stretch),
-            "crop" => Ok(Self::Crop),
-            "letterbox" => Ok(Self::Letterbox),
-            _ => Err(Error::Invalid(format!(
-                "resize policy '{s}': expected 'stretch', 'crop' or 'letterbox'"
-            ))),
-        }
-    }
 }
 
 /// The geometry of one frame size fitted to one input size: the part of the frame
@@ -444,20 +414,5 @@ mod tests {
                 }
             }
         }
-    }
-
-    #[test]
-    fn modes_parse_from_their_cli_names() {
-        assert_eq!("point".parse::<Filter>().unwrap(), Filter::Point);
-        assert_eq!("linear".parse::<Filter>().unwrap(), Filter::Linear);
-        let msg = "blur".parse::<Filter>().unwrap_err().to_string();
-        assert!(msg.contains("blur"), "{msg}");
-    }
-
-    #[test]
-    fn policies_parse_from_their_cli_names() {
-        assert_eq!("crop".parse::<ResizePolicy>().unwrap(), ResizePolicy::Crop);
-        let msg = "squash".parse::<ResizePolicy>().unwrap_err().to_string();
-        assert!(msg.contains("squash") && msg.contains("letterbox"), "{msg}");
     }
 }

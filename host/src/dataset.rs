@@ -36,6 +36,17 @@ pub enum BadFiles {
     Skip,
 }
 
+impl BadFiles {
+    /// `Skip` when the user asked to skip bad samples (`--skip-bad`), else `Fail`.
+    pub fn skip_if(skip: bool) -> Self {
+        if skip {
+            Self::Skip
+        } else {
+            Self::Fail
+        }
+    }
+}
+
 impl VocDataset {
     /// Open `root` (a `VOCdevkit/VOC2012` folder or any folder of that layout). The class
     /// list is `classes` if given, else `root/labelmap.txt` if present, else VOC's 21.

@@ -265,7 +265,7 @@ struct EvalArgs {
     engine: EngineArgs,
 }
 
-/// The engine flags of every command that runs an exported model.
+/// How `eval --model` runs the model.
 #[derive(Args)]
 struct EngineArgs {
     /// Engine threads (the CPU count).

@@ -45,11 +45,15 @@ pub const CURVES_SIZE: (u32, u32) = (1200, 500);
 /// The font family the bundled Noto Sans is registered under (regular and bold).
 pub const FONT: &str = "sans-serif";
 
-const TEXT: RGBColor = RGBColor(33, 33, 33);
-const MUTED: RGBColor = RGBColor(90, 90, 90);
+/// Body text.
+pub const TEXT: RGBColor = RGBColor(33, 33, 33);
+/// Secondary text: values, tick labels.
+pub const MUTED: RGBColor = RGBColor(90, 90, 90);
 const FRAME: RGBColor = RGBColor(120, 120, 120);
 const NO_DATA: RGBColor = RGBColor(215, 215, 215);
 // matplotlib's tab10, familiar from most training plots.
+/// matplotlib's tab10, first four: the series colours of every figure.
+pub const TAB10: [RGBColor; 4] = [BLUE, ORANGE, GREEN, RED];
 const BLUE: RGBColor = RGBColor(31, 119, 180);
 const ORANGE: RGBColor = RGBColor(255, 127, 14);
 const GREEN: RGBColor = RGBColor(44, 160, 44);
@@ -216,7 +220,7 @@ pub fn render_png(
 /// ticked at the slots listed. plotters' segmented coordinates would do this
 /// but misplace a lone slot (0.3.7 maps a one-value range to half the pixel
 /// span, not its middle); this keeps plotters' mesh, labels and formatter.
-fn slots(n: usize, ticks: impl IntoIterator<Item = i32>) -> WithKeyPoints<RangedCoordi32> {
+pub fn slots(n: usize, ticks: impl IntoIterator<Item = i32>) -> WithKeyPoints<RangedCoordi32> {
     (0..2 * n as i32).with_key_points(ticks.into_iter().map(|i| 2 * i + 1).collect())
 }
 

@@ -232,11 +232,7 @@ impl Data {
     /// Open both splits, leave out images smaller than the crop, and refuse a split
     /// too small to train or validate on.
     fn open(cfg: &TrainConfig, device: tch::Device) -> Result<Self> {
-        let bad = if cfg.skip_bad {
-            BadFiles::Skip
-        } else {
-            BadFiles::Fail
-        };
+        let bad = BadFiles::skip_if(cfg.skip_bad);
         let classes = match &cfg.classes {
             Some(path) => Some(ClassList::read_labelmap(path)?),
             None => None,

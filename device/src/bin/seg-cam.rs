@@ -32,7 +32,7 @@ struct Cli {
     input: Option<String>,
     /// Outputs, as jetson-inference names them: http://ADDR (the live page), fb:///dev/fbN or
     /// display://N (a framebuffer), file://DIR (JPEG frames). Given any, the live page is
-    /// served only if one of them (or --http) asks for it.
+    /// served only if one of them, --http or the config file asks for it.
     #[arg(value_name = "OUTPUT")]
     #[serde(skip)]
     outputs: Vec<String>,
@@ -84,7 +84,7 @@ struct Cli {
     camera_controls: Option<Vec<String>>,
     /// Start image inputs again at their end (--input-loop=-1 as in jetson-inference; 0 or false: once).
     #[arg(long = "loop", visible_alias = "input-loop", num_args = 0..=1, default_missing_value = "true",
-          value_name = "BOOL", value_parser = parse_loop)]
+          value_name = "BOOL", value_parser = parse_loop, allow_negative_numbers = true)]
     #[serde(rename = "loop")]
     looping: Option<bool>,
     /// Fitting frames to the model's input: stretch, crop or letterbox.
@@ -170,31 +170,43 @@ impl Cli {
         }
     }
 
-    /// The flags and OUTPUT arguments as one table of settings. An OUTPUT and a flag
-    /// that set the same thing differently are an error.
-    fn settings(&self) -> segcam::Result<toml::Table> {
+    /// The flags and OUTPUT arguments as settings: (under the config file, over it).
+    /// Named OUTPUTs turn the default page off, unless the file or a flag serves it; an
+    /// OUTPUT and a flag that set the same thing differently are an error.
+    fn settings(&self) -> segcam::Result<(toml::Table, toml::Table)> {
         let mut table = segcam::live::uri::settings(&self.outputs)?;
         let flags = self.overrides();
         for (key, value) in &flags {
-            if table.get(key).is_some_and(|output| output != value) {
+            let same = |output: &toml::Value| match (key.as_str(), value.as_str()) {
+                // --fb /dev/fb0 and fb:///dev/fb0 name one device.
+                ("fb", Some(flag)) => flag
+                    .parse::<segcam::live::uri::OutputUri>()
+                    .is_ok_and(|uri| &uri.value() == output),
+                _ => output == value,
+            };
+            if table.get(key).is_some_and(|output| !same(output)) {
                 return Err(segcam::Error::Invalid(format!(
                     "--{key} {value} and the output that sets {key} to {} disagree; give one",
                     table[key]
                 )));
             }
         }
+        let mut under_file = toml::Table::new();
         if !self.outputs.is_empty() && !table.contains_key("http") {
-            table.insert("http".into(), segcam::live::config::HTTP_OFF.into());
+            under_file.insert("http".into(), segcam::live::config::HTTP_OFF.into());
         }
-        table.extend(flags);
-        Ok(table)
+        for (key, value) in flags {
+            // Where an OUTPUT says the same, its spelling stays.
+            table.entry(key).or_insert(value);
+        }
+        Ok((under_file, table))
     }
 
     fn config(&self) -> segcam::Result<Config> {
-        let settings = self.settings()?;
+        let (base, settings) = self.settings()?;
         match &self.config {
-            Some(path) => Config::load(path, settings),
-            None => Config::merge(None, settings),
+            Some(path) => Config::load_over(base, path, settings),
+            None => Config::merge_over(base, None, settings),
         }
     }
 }
@@ -226,7 +238,7 @@ struct BenchCli {
     #[arg(long, default_value_t = 20.0)]
     seconds: f64,
     /// Where onnxruntime runs: cpu, cuda or tensorrt.
-    #[arg(long, default_value = "cpu")]
+    #[arg(long, default_value_t = segcam::engine::Provider::default())]
     provider: segcam::engine::Provider,
     /// The onnxruntime library (default: ORT_DYLIB_PATH, beside seg-cam, the segcam venv).
     #[arg(long, value_name = "FILE")]
@@ -448,6 +460,24 @@ mod tests {
             Config::default().http,
             "no outputs: the default page"
         );
+        let c = config(&["seg-cam", "test://", "--fb", "/dev/fb0", "display://0"]).unwrap();
+        assert_eq!(
+            c.fb.as_deref(),
+            Some("fb:///dev/fb0"),
+            "one device, two spellings"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("cam.toml");
+        std::fs::write(&file, "http = \"0.0.0.0:8081\"\n").unwrap();
+        let c = config(&[
+            "seg-cam",
+            "--config",
+            file.to_str().unwrap(),
+            "test://",
+            "file://x",
+        ])
+        .unwrap();
+        assert_eq!(c.http, "0.0.0.0:8081", "the file's page stays");
         let msg = config(&["seg-cam", "test://", "file://a", "--out", "b"])
             .unwrap_err()
             .to_string();
@@ -480,6 +510,8 @@ mod tests {
             .config()
             .unwrap();
         assert!(!c.looping);
+        let c = Cli::try_parse_from(["seg-cam", "test://", "--input-loop", "-1"]).unwrap();
+        assert!(c.config().unwrap().looping);
         assert!(Cli::try_parse_from(["seg-cam", "test://", "--input-loop=3"]).is_err());
     }
 

@@ -134,12 +134,24 @@ impl Config {
     /// Settings from a TOML file's text overlaid by `overrides` (the flags given, as a
     /// TOML table with the same keys). `file` names the file in errors.
     pub fn merge(file: Option<(&Path, &str)>, overrides: toml::Table) -> Result<Self> {
-        let mut table = match file {
-            Some((path, text)) => text
-                .parse::<toml::Table>()
-                .map_err(|e| Error::Invalid(format!("{}: not valid TOML: {e}", path.display())))?,
-            None => toml::Table::new(),
-        };
+        Self::merge_over(toml::Table::new(), file, overrides)
+    }
+
+    /// As [`merge`](Self::merge), with `base` under the file: settings that replace a
+    /// default but give way to the file (seg-cam's page turned off when OUTPUTs are named).
+    pub fn merge_over(
+        base: toml::Table,
+        file: Option<(&Path, &str)>,
+        overrides: toml::Table,
+    ) -> Result<Self> {
+        let mut table = base;
+        if let Some((path, text)) = file {
+            table.extend(
+                text.parse::<toml::Table>().map_err(|e| {
+                    Error::Invalid(format!("{}: not valid TOML: {e}", path.display()))
+                })?,
+            );
+        }
         table.extend(overrides);
         let name = file.map_or("the flags".to_string(), |(p, _)| p.display().to_string());
         let config: Config = table
@@ -153,11 +165,16 @@ impl Config {
 
     /// Read `path` and overlay `overrides`.
     pub fn load(path: &Path, overrides: toml::Table) -> Result<Self> {
+        Self::load_over(toml::Table::new(), path, overrides)
+    }
+
+    /// Read `path` over `base` and overlay `overrides` (see [`merge_over`](Self::merge_over)).
+    pub fn load_over(base: toml::Table, path: &Path, overrides: toml::Table) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
             path: path.to_owned(),
             cause: source,
         })?;
-        Self::merge(Some((path, &text)), overrides)
+        Self::merge_over(base, Some((path, &text)), overrides)
     }
 
     fn check(&self) -> std::result::Result<(), String> {

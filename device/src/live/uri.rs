@@ -12,7 +12,8 @@ pub enum OutputUri {
     /// `http://ADDR`: the live page and MJPEG stream (`http`); `http://:PORT` or
     /// `http://@:PORT` listens on every interface.
     Http(String),
-    /// `fb:///dev/fbN`, or `display://N` (framebuffer N): the framebuffer (`fb`).
+    /// `fb:///dev/fbN`, a bare `/dev/fbN`, or `display://N` (framebuffer N): the
+    /// framebuffer (`fb`), always in the `fb://` form.
     Framebuffer(String),
     /// `file://DIR` or a bare folder: each output frame as a JPEG there (`out`).
     Folder(PathBuf),
@@ -30,16 +31,19 @@ impl FromStr for OutputUri {
             let addr = addr.trim_end_matches('/');
             let addr = addr.strip_prefix('@').unwrap_or(addr);
             return match addr {
-                "" => Ok(Self::Http(crate::http::DEFAULT_ADDR.into())),
-                _ if addr.starts_with(':') => Ok(Self::Http(format!("0.0.0.0{addr}"))),
                 _ if addr.contains('/') => {
                     Err(bad("an HTTP output is an address (HOST:PORT), not a path"))
                 }
+                "" => Ok(Self::Http(crate::http::DEFAULT_ADDR.into())),
+                _ if addr.starts_with(':') => Ok(Self::Http(format!("0.0.0.0{addr}"))),
                 _ => Ok(Self::Http(addr.into())),
             };
         }
         if uri.starts_with("fb://") {
             return Ok(Self::Framebuffer(uri.into()));
+        }
+        if uri.starts_with("/dev/fb") {
+            return Ok(Self::Framebuffer(format!("fb://{uri}")));
         }
         if let Some(n) = uri.strip_prefix("display://") {
             let n = if n.is_empty() { "0" } else { n };
@@ -93,7 +97,8 @@ impl OutputUri {
         }
     }
 
-    fn value(&self) -> toml::Value {
+    /// The value of that key.
+    pub fn value(&self) -> toml::Value {
         match self {
             Self::Http(addr) => addr.clone().into(),
             Self::Framebuffer(uri) => uri.clone().into(),
@@ -145,6 +150,10 @@ mod tests {
             OutputUri::Framebuffer("fb:///dev/fb1".into())
         );
         assert_eq!(
+            parse("/dev/fb1").unwrap(),
+            OutputUri::Framebuffer("fb:///dev/fb1".into())
+        );
+        assert_eq!(
             parse("display://").unwrap(),
             OutputUri::Framebuffer("fb:///dev/fb0".into())
         );
@@ -171,6 +180,8 @@ mod tests {
             ("file://shot.jpg", "folder"),
             ("display://left", "display://N"),
             ("http://host:80/stream", "HOST:PORT"),
+            ("http://@:8554/out", "HOST:PORT"),
+            ("http://:8080/stream", "HOST:PORT"),
         ] {
             let msg = parse(uri).unwrap_err().to_string();
             assert!(msg.contains(uri) && msg.contains(says), "{uri}: {msg}");

@@ -5,7 +5,7 @@ use std::path::Path;
 
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
-use seg_host::plots::{bold, font, render_png, Canvas};
+use seg_host::plots::{bold, font, render_png, slots, Canvas, MUTED, TAB10, TEXT};
 
 /// One bar: a median with its spread (p10–p90).
 #[derive(Debug, Clone, PartialEq)]
@@ -29,15 +29,6 @@ const TITLE: u32 = 64;
 const ROW: u32 = 40;
 /// A panel's caption, x axis and air.
 const PANEL: u32 = 84;
-const TEXT: RGBColor = RGBColor(33, 33, 33);
-const MUTED: RGBColor = RGBColor(90, 90, 90);
-// matplotlib's tab10.
-const COLOURS: [RGBColor; 4] = [
-    RGBColor(31, 119, 180),
-    RGBColor(255, 127, 14),
-    RGBColor(44, 160, 44),
-    RGBColor(214, 39, 40),
-];
 
 /// The panels one under the other, under `title`.
 pub fn plot_bars(title: &str, panels: &[BarPanel], path: &Path) -> anyhow::Result<()> {
@@ -69,9 +60,8 @@ fn draw_panel(area: &Canvas<'_>, panel: &BarPanel) -> anyhow::Result<()> {
         .fold(0.0f64, f64::max)
         .max(f64::MIN_POSITIVE);
     // Bar i (counted from the top) spans two units of the y axis, labelled at
-    // their middle: segmented coordinates would, but plotters 0.3.7 misplaces
-    // a lone segment.
-    let y = (0..2 * k as i32).with_key_points((0..k as i32).map(|i| 2 * i + 1).collect());
+    // their middle.
+    let y = slots(k, 0..k as i32);
     let slot = |i: usize| 2 * (k - 1 - i) as i32;
     let label = |s: &i32| panel.bars[k - 1 - (*s as usize - 1) / 2].label.clone();
     let mut chart = ChartBuilder::on(area)
@@ -94,7 +84,7 @@ fn draw_panel(area: &Canvas<'_>, panel: &BarPanel) -> anyhow::Result<()> {
         .axis_style(RGBColor(120, 120, 120))
         .draw()?;
     chart.draw_series(panel.bars.iter().enumerate().map(|(i, b)| {
-        let colour = COLOURS[i % COLOURS.len()];
+        let colour = TAB10[i % TAB10.len()];
         let mut bar = Rectangle::new([(0.0, slot(i)), (b.median, slot(i) + 2)], colour.filled());
         bar.set_margin(8, 8, 0, 0);
         bar
@@ -168,12 +158,12 @@ mod tests {
             .unwrap() as f64
         };
         let first = TITLE..TITLE + PANEL + 2 * ROW;
-        let (fast, slow) = (run(COLOURS[0], first.clone()), run(COLOURS[1], first));
+        let (fast, slow) = (run(TAB10[0], first.clone()), run(TAB10[1], first));
         assert!(slow > 300.0, "{slow}");
         assert!((fast / slow - 0.5).abs() < 0.02, "{fast} vs {slow}");
         // A lone bar fills its panel's scale like the longest of any panel, in
         // its own panel (below the first).
-        let alone = run(COLOURS[0], TITLE + PANEL + 2 * ROW..img.height());
+        let alone = run(TAB10[0], TITLE + PANEL + 2 * ROW..img.height());
         assert!((alone / slow - 1.0).abs() < 0.02, "{alone} vs {slow}");
     }
 }

@@ -163,9 +163,9 @@ fn main() -> anyhow::Result<()> {
         "training": train,
     });
     std::fs::create_dir_all(out)?;
-    std::fs::write(
-        out.join("results.json"),
-        serde_json::to_string_pretty(&results)? + "\n",
+    seg_host::atomic::write(
+        &out.join("results.json"),
+        (serde_json::to_string_pretty(&results)? + "\n").as_bytes(),
     )?;
 
     // The markdown table (also pasted into the README).
@@ -322,7 +322,7 @@ fn main() -> anyhow::Result<()> {
             .unwrap_or("not present on this machine")
     )?;
     writeln!(md, "\n![benchmark](results.png)")?;
-    std::fs::write(out.join("results.md"), md)?;
+    seg_host::atomic::write(&out.join("results.md"), md.as_bytes())?;
 
     let bars = |rows: &[Value]| -> Vec<Bar> {
         rows.iter()

@@ -68,11 +68,7 @@ impl EvalOptions {
 
 /// Evaluate as `a` says: print the figures, write them to `a.out`.
 pub fn run(a: &EvalOptions) -> Result<()> {
-    let bad = if a.skip_bad {
-        BadFiles::Skip
-    } else {
-        BadFiles::Fail
-    };
+    let bad = BadFiles::skip_if(a.skip_bad);
     match &a.source {
         EvalSource::Checkpoint(checkpoint) => run_checkpoint(a, checkpoint, bad),
         EvalSource::Model(model) => run_model(a, model, bad),

@@ -106,11 +106,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     let mut card = card(&info, name, &spec);
     onnx_card::set_card(&mut model, &card);
 
-    let bad = if opts.skip_bad {
-        BadFiles::Skip
-    } else {
-        BadFiles::Fail
-    };
+    let bad = BadFiles::skip_if(opts.skip_bad);
     let dataset = match &opts.data {
         Some(root) => {
             let mut ds = VocDataset::open(root, &opts.split, Some(info.classes.clone()), bad)?;

@@ -201,11 +201,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
     }
     let proto = onnx_card::decode_file(&opts.model)?;
     let (w, h) = f32_engine.input_size();
-    let bad = if opts.skip_bad {
-        BadFiles::Skip
-    } else {
-        BadFiles::Fail
-    };
+    let bad = BadFiles::skip_if(opts.skip_bad);
     // Fail on the gate's data before the long calibration.
     let gate_data = gate_dataset(opts, &f32_card.classes, h, w, bad)?;
     let graph = proto.graph.as_ref().context("the model has no graph")?;
