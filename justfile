@@ -123,6 +123,14 @@ status *settings:
 logs *settings:
     deploy/deploy logs {{settings}}
 
+# A bootable aarch64 disk image (preview; generic-efi only: UEFI boards and qemu): Debian arm64, seg-cam as its service, provisioned, your ssh key: just image key=~/.ssh/id_ed25519.pub [model=FILE] [config=FILE] [out=images] [size=auto]
+image key model="models/demo.int8.onnx" config="deploy/seg-cam.toml" out="images" size="auto": build-board
+    sudo --preserve-env=SEGCAM_CACHE,SEGCAM_PYTHON,BASE_CACHE scripts/build-image {{board_bin}} {{model}} {{config}} {{key}} {{out}} {{size}}
+
+# Boot an image in qemu (software emulation) and check it: page, frames, grown disk, ssh with the key: just image-check image=images/segcam-generic-efi-ID.img key=~/.ssh/id_ed25519
+image-check image key:
+    board/image-check {{image}} {{key}}
+
 # Every test of the workspace (installs the test tools and builds what the tests run first).
 test:
     scripts/setup-test-tools
