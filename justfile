@@ -123,13 +123,34 @@ status *settings:
 logs *settings:
     deploy/deploy logs {{settings}}
 
-# A bootable aarch64 disk image (preview; generic-efi only: UEFI boards and qemu): Debian arm64, seg-cam as its service, provisioned, your ssh key: just image key=~/.ssh/id_ed25519.pub [model=FILE] [config=FILE] [out=images] [size=auto]
-image key model="models/demo.int8.onnx" config="deploy/seg-cam.toml" out="images" size="auto": build-board
-    sudo --preserve-env=SEGCAM_CACHE,SEGCAM_PYTHON,BASE_CACHE scripts/build-image {{board_bin}} {{model}} {{config}} {{key}} {{out}} {{size}}
+# A bootable aarch64 disk image (preview; generic-efi: UEFI boards and qemu): Debian arm64, seg-cam as its provisioned service, your ssh key: just image key=~/.ssh/id_ed25519.pub [model=FILE] [config=FILE] [out=images] [size=auto]
+image *settings: build-board
+    #!/usr/bin/env bash
+    set -euo pipefail
+    key= model=models/demo.int8.onnx config=deploy/seg-cam.toml out=images size=auto
+    for s in {{settings}}; do
+      case $s in
+        key=*|model=*|config=*|out=*|size=*) declare "${s%%=*}=${s#*=}" ;;
+        *) echo "just image: unknown setting '$s' (key=, model=, config=, out=, size=)" >&2; exit 2 ;;
+      esac
+    done
+    [ -n "$key" ] || { echo "just image: key=FILE.pub is needed: the ssh key the board's deploy account accepts" >&2; exit 2; }
+    sudo=; [ "$(id -u)" = 0 ] || sudo="sudo --preserve-env=SEGCAM_CACHE,SEGCAM_PYTHON,BASE_CACHE"
+    $sudo scripts/build-image {{board_bin}} "$model" "$config" "${key/#\~/$HOME}" "$out" "$size"
 
 # Boot an image in qemu (software emulation) and check it: page, frames, grown disk, ssh with the key: just image-check image=images/segcam-generic-efi-ID.img key=~/.ssh/id_ed25519
-image-check image key:
-    board/image-check {{image}} {{key}}
+image-check *settings:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    image= key=
+    for s in {{settings}}; do
+      case $s in
+        image=*|key=*) declare "${s%%=*}=${s#*=}" ;;
+        *) echo "just image-check: unknown setting '$s' (image=, key=)" >&2; exit 2 ;;
+      esac
+    done
+    [ -n "$image" ] && [ -n "$key" ] || { echo "just image-check: image=FILE.img and key=PRIVATE_KEY are needed" >&2; exit 2; }
+    board/image-check "$image" "${key/#\~/$HOME}"
 
 # Every test of the workspace (installs the test tools and builds what the tests run first).
 test:
