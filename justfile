@@ -138,6 +138,25 @@ image *settings: build-board
     sudo=; [ "$(id -u)" = 0 ] || sudo="sudo --preserve-env=SEGCAM_CACHE,SEGCAM_PYTHON,BASE_CACHE"
     $sudo scripts/build-image {{board_bin}} "$model" "$config" "${key/#\~/$HOME}" "$out" "$size"
 
+# Write an image to a card, refusing a mounted disk, the system's own, or one over max=256G; asks unless yes=1; reads it back against the .sha256: just flash image=images/segcam-generic-efi-ID.img device=/dev/sdX [yes=1] [max=64G] [force=1]
+flash *settings:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    image= device=
+    for s in {{settings}}; do
+      case $s in
+        image=*) image=${s#*=} ;;
+        device=*) device=${s#*=} ;;
+        yes=*) export FLASH_YES=${s#*=} ;;
+        max=*) export FLASH_MAX=${s#*=} ;;
+        force=*) export FLASH_FORCE=${s#*=} ;;
+        *) echo "just flash: unknown setting '$s' (image=, device=, yes=1, max=, force=1)" >&2; exit 2 ;;
+      esac
+    done
+    [ -n "$image" ] && [ -n "$device" ] || { echo "just flash: image=FILE.img and device=/dev/sdX are needed" >&2; exit 2; }
+    sudo=; [ "$(id -u)" = 0 ] || [ -w "$device" ] || sudo="sudo --preserve-env=FLASH_YES,FLASH_MAX,FLASH_FORCE"
+    $sudo scripts/flash "$image" "$device"
+
 # Boot an image in qemu (software emulation) and check it: page, frames, grown disk, ssh with the key: just image-check image=images/segcam-generic-efi-ID.img key=~/.ssh/id_ed25519
 image-check *settings:
     #!/usr/bin/env bash
