@@ -163,11 +163,6 @@ impl Config {
         Ok(config)
     }
 
-    /// Read `path` and overlay `overrides`.
-    pub fn load(path: &Path, overrides: toml::Table) -> Result<Self> {
-        Self::load_over(toml::Table::new(), path, overrides)
-    }
-
     /// Read `path` over `base` and overlay `overrides` (see [`merge_over`](Self::merge_over)).
     pub fn load_over(base: toml::Table, path: &Path, overrides: toml::Table) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
