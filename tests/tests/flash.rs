@@ -136,3 +136,79 @@ fn refuses_the_running_systems_disk() {
         "{root}: {err}"
     );
 }
+
+/// `sh -c SCRIPT` in a mount namespace of its own (as root there), so the mounts the
+/// test makes are gone with it; None where this machine allows no such namespace.
+fn in_mount_namespace(script: &str, args: &[&Path]) -> Option<Output> {
+    let probe = Command::new("unshare")
+        .args(["--map-root-user", "--mount", "true"])
+        .status();
+    if !probe.is_ok_and(|s| s.success()) {
+        return None;
+    }
+    let mut command = Command::new("unshare");
+    command
+        .args(["--map-root-user", "--mount", "sh", "-c", script, "sh"])
+        .args(args)
+        .env("FLASH_YES", "1")
+        .stdin(Stdio::null());
+    Some(command.output().unwrap())
+}
+
+#[test]
+fn refuses_a_mounted_card() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = image(dir.path(), "a.img", 1 << 20);
+    let target = card(dir.path(), "card.bin", 4 << 20);
+    let mnt = dir.path().join("mnt");
+    std::fs::create_dir(&mnt).unwrap();
+    // the card mounted itself (as fuse2fs or udisks show it: the file is the source)
+    let Some(out) = in_mount_namespace(
+        r#"mount -t tmpfs "$2" "$3" && exec "$4" "$1" "$2""#,
+        &[&img, &target, &mnt, &script()],
+    ) else {
+        panic!("unshare --map-root-user --mount: no mount namespace here");
+    };
+    refused(&out, "mounted; unmount it first");
+    assert!(zeros(&target), "nothing was written");
+    // the same card, once nothing is mounted from it, is written
+    let out = flash(&img, &target, &[("FLASH_YES", "1")]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    // mounted through a loop device (needs root for losetup: CI runs as root)
+    let root = Command::new("id").arg("-u").output().unwrap().stdout == b"0\n";
+    if root && Path::new("/dev/loop-control").exists() {
+        let fs = card(dir.path(), "fs.bin", 8 << 20);
+        let made = Command::new("mkfs.ext4")
+            .args(["-q", "-F"])
+            .arg(&fs)
+            .status()
+            .unwrap();
+        assert!(made.success());
+        let out = Command::new("unshare")
+            .args(["--mount", "sh", "-c"])
+            .arg(r#"mount -o loop "$2" "$3" && "$4" "$1" "$2"; rc=$?; umount "$3"; exit $rc"#)
+            .args([
+                "sh".as_ref(),
+                img.as_os_str(),
+                fs.as_os_str(),
+                mnt.as_os_str(),
+            ])
+            .arg(script())
+            .env("FLASH_YES", "1")
+            .stdin(Stdio::null())
+            .output()
+            .unwrap();
+        refused(&out, "mounted through /dev/loop");
+        let after = std::fs::read(&fs).unwrap();
+        assert_ne!(
+            &after[..1 << 20],
+            &std::fs::read(&img).unwrap()[..],
+            "not written"
+        );
+    }
+}
