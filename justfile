@@ -123,20 +123,25 @@ status *settings:
 logs *settings:
     deploy/deploy logs {{settings}}
 
-# A bootable aarch64 disk image (preview; generic-efi: UEFI boards and qemu): Debian arm64, seg-cam as its provisioned service, your ssh key: just image key=~/.ssh/id_ed25519.pub [model=FILE] [config=FILE] [out=images] [size=auto]
+# A bootable aarch64 disk image: Debian arm64, seg-cam as its provisioned service, your ssh key for the deploy account. board=generic-efi (UEFI boards, qemu) or rpi (Raspberry Pi 4/5): just image ssh_key=~/.ssh/id_ed25519.pub [board=generic-efi] [model=FILE] [config=FILE] [user=segcam] [hostname=segcam] [suite=trixie] [out=images] [size=auto]
 image *settings: build-board
     #!/usr/bin/env bash
     set -euo pipefail
-    key= model=models/demo.int8.onnx config=deploy/seg-cam.toml out=images size=auto
+    ssh_key= board=generic-efi model=models/demo.int8.onnx config=deploy/seg-cam.toml out=images size=auto
+    user=segcam hostname=segcam suite=trixie
     for s in {{settings}}; do
       case $s in
-        key=*|model=*|config=*|out=*|size=*) declare "${s%%=*}=${s#*=}" ;;
-        *) echo "just image: unknown setting '$s' (key=, model=, config=, out=, size=)" >&2; exit 2 ;;
+        key=*) ssh_key=${s#*=} ;;
+        ssh_key=*|board=*|model=*|config=*|out=*|size=*|user=*|hostname=*|suite=*) declare "${s%%=*}=${s#*=}" ;;
+        *) echo "just image: unknown setting '$s' (ssh_key=, board=, model=, config=, user=, hostname=, suite=, out=, size=)" >&2; exit 2 ;;
       esac
     done
-    [ -n "$key" ] || { echo "just image: key=FILE.pub is needed: the ssh key the board's deploy account accepts" >&2; exit 2; }
-    sudo=; [ "$(id -u)" = 0 ] || sudo="sudo --preserve-env=SEGCAM_CACHE,SEGCAM_PYTHON,BASE_CACHE"
-    $sudo scripts/build-image {{board_bin}} "$model" "$config" "${key/#\~/$HOME}" "$out" "$size"
+    [ -n "$ssh_key" ] || { echo "just image: ssh_key=FILE.pub is needed: the ssh key the board's deploy account accepts" >&2; exit 2; }
+    sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+    $sudo env BOARD="$board" DEPLOY_USER="$user" HOSTNAME_="$hostname" SUITE="$suite" \
+      SEGCAM_CACHE="${SEGCAM_CACHE:-$HOME/.cache/segcam}" ${SEGCAM_PYTHON:+SEGCAM_PYTHON="$SEGCAM_PYTHON"} \
+      ${BASE_CACHE:+BASE_CACHE="$BASE_CACHE"} ${SOURCE_DATE_EPOCH:+SOURCE_DATE_EPOCH="$SOURCE_DATE_EPOCH"} \
+      scripts/build-image {{board_bin}} "$model" "$config" "${ssh_key/#\~/$HOME}" "$out" "$size"
 
 # Write an image to a card, refusing a mounted disk, the system's own, or one over max=256G; asks unless yes=1; reads it back against the .sha256: just flash image=images/segcam-generic-efi-ID.img device=/dev/sdX [yes=1] [max=64G] [force=1]
 flash *settings:
