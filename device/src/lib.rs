@@ -32,6 +32,8 @@ pub mod overlay;
 pub mod preprocess;
 #[cfg(feature = "live")]
 pub mod queue;
+#[cfg(feature = "release")]
+pub mod release;
 #[cfg(feature = "render")]
 pub mod resize;
 pub mod scene;
