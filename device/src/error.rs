@@ -28,4 +28,14 @@ pub enum Error {
     Net { addr: String, cause: std::io::Error },
 }
 
+impl Error {
+    /// What went wrong reading or writing `path`.
+    pub fn io(path: &std::path::Path, cause: std::io::Error) -> Self {
+        Error::Io {
+            path: path.to_path_buf(),
+            cause,
+        }
+    }
+}
+
 pub type Result<T, E = Error> = std::result::Result<T, E>;

@@ -107,25 +107,18 @@ fn sha256_hex(bytes: &[u8]) -> String {
         .collect()
 }
 
-fn io_error(path: &Path, cause: std::io::Error) -> crate::Error {
-    crate::Error::Io {
-        path: path.to_path_buf(),
-        cause,
-    }
-}
-
 /// The release folder's files, sorted: regular files only, the manifest and its
 /// signature aside. Anything else (a folder, a link) is refused: a release is flat.
 fn release_files(dir: &Path) -> crate::Result<Vec<(String, PathBuf)>> {
     let mut files = Vec::new();
-    for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
-        let entry = entry.map_err(|e| io_error(dir, e))?;
+    for entry in std::fs::read_dir(dir).map_err(|e| crate::Error::io(dir, e))? {
+        let entry = entry.map_err(|e| crate::Error::io(dir, e))?;
         let path = entry.path();
         let name = entry.file_name().to_string_lossy().into_owned();
         if name == MANIFEST || name == SIGNATURE {
             continue;
         }
-        let kind = entry.file_type().map_err(|e| io_error(&path, e))?;
+        let kind = entry.file_type().map_err(|e| crate::Error::io(&path, e))?;
         if !kind.is_file() {
             return Err(crate::Error::Invalid(format!(
                 "{}: a release holds plain files only",
@@ -148,7 +141,7 @@ impl ReleaseManifest {
     ) -> crate::Result<Self> {
         let mut files = Vec::new();
         for (name, path) in release_files(dir)? {
-            let bytes = std::fs::read(&path).map_err(|e| io_error(&path, e))?;
+            let bytes = std::fs::read(&path).map_err(|e| crate::Error::io(&path, e))?;
             files.push(FileEntry {
                 name,
                 size: bytes.len() as u64,
@@ -232,15 +225,17 @@ pub struct TrustedKeys {
 impl TrustedKeys {
     pub fn load(dir: &Path) -> crate::Result<Self> {
         let mut keys = BTreeMap::new();
-        for entry in std::fs::read_dir(dir).map_err(|e| io_error(dir, e))? {
-            let path = entry.map_err(|e| io_error(dir, e))?.path();
+        for entry in std::fs::read_dir(dir).map_err(|e| crate::Error::io(dir, e))? {
+            let path = entry.map_err(|e| crate::Error::io(dir, e))?.path();
             if path.extension().is_none_or(|e| e != "pub") {
                 continue;
             }
-            let text = std::fs::read_to_string(&path).map_err(|e| io_error(&path, e))?;
-            let key = Self::parse(&text).map_err(|e| crate::Error::Model {
-                path: path.clone(),
-                message: format!("not a minisign public key: {e}"),
+            let text = std::fs::read_to_string(&path).map_err(|e| crate::Error::io(&path, e))?;
+            let key = Self::parse(&text).map_err(|e| {
+                crate::Error::Invalid(format!(
+                    "{}: not a minisign public key: {e}",
+                    path.display()
+                ))
             })?;
             keys.insert(key_id(key.keynum()), key);
         }
@@ -282,7 +277,7 @@ pub fn verify(
         match std::fs::read(&path) {
             Ok(bytes) => Ok(Some(bytes)),
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
-            Err(e) => Err(io_error(&path, e)),
+            Err(e) => Err(crate::Error::io(&path, e)),
         }
     };
     let Some(signature) = read(SIGNATURE)? else {

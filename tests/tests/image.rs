@@ -10,7 +10,7 @@
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
-use std::sync::Mutex;
+use std::sync::{Mutex, MutexGuard};
 
 use segcam::scene::scene_classes;
 use segcam::testing::{board_binary, card, workspace, write_model};
@@ -118,13 +118,21 @@ fn check_outputs(image: &Path, board: &str) {
     );
 }
 
-#[test]
-fn generic_efi_image_boots_and_takes_a_second_release() {
-    let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
+/// The `board` image, built (one build at a time) with a fresh key and its outputs
+/// checked: (the build lock, held for the whole test; its folder, the private key,
+/// the image).
+fn built(board: &str) -> (MutexGuard<'static, ()>, tempfile::TempDir, PathBuf, PathBuf) {
+    let one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let (key, public_key) = ssh_key(dir.path());
-    let image = build(dir.path(), "generic-efi", &public_key);
-    check_outputs(&image, "generic-efi");
+    let image = build(dir.path(), board, &public_key);
+    check_outputs(&image, board);
+    (one, dir, key, image)
+}
+
+#[test]
+fn generic_efi_image_boots_and_takes_a_second_release() {
+    let (_one, _dir, key, image) = built("generic-efi");
 
     let said = run(Command::new(workspace().join("board/image-check"))
         .arg(&image)
@@ -146,26 +154,12 @@ fn generic_efi_image_boots_and_takes_a_second_release() {
 
 /// `debugfs -R REQUEST` on an ext4 file system in a file.
 fn debugfs(fs: &Path, request: &str) -> String {
-    let output = Command::new("debugfs")
-        .args(["-R", request])
-        .arg(fs)
-        .output()
-        .unwrap();
-    assert!(
-        output.status.success(),
-        "debugfs {request}: {}",
-        text(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
+    run(Command::new("debugfs").args(["-R", request]).arg(fs))
 }
 
 #[test]
 fn rpi_image_has_the_pis_boot_partition_and_root() {
-    let _one = BUILDS.lock().unwrap_or_else(|e| e.into_inner());
-    let dir = tempfile::tempdir().unwrap();
-    let (_, public_key) = ssh_key(dir.path());
-    let image = build(dir.path(), "rpi", &public_key);
-    check_outputs(&image, "rpi");
+    let (_one, dir, _, image) = built("rpi");
 
     // MBR: the Pi's boot ROM reads a FAT partition (type 0c) first, then the root (83)
     let table: serde_json::Value =

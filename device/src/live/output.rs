@@ -177,7 +177,7 @@ impl Stage<'_> {
             }
         }
         if let Some(out) = &mut self.sinks.stats {
-            out.flush().map_err(|e| io_error(Path::new("stdout"), e))?;
+            out.flush().map_err(|e| Error::io(Path::new("stdout"), e))?;
         }
         Ok(())
     }
@@ -293,7 +293,7 @@ impl Stage<'_> {
         }
         if let (Some(dir), Some(jpeg)) = (&self.sinks.out, &jpeg) {
             let path = dir.join(format!("frame-{n:06}.jpg"));
-            std::fs::write(&path, jpeg).map_err(|e| io_error(&path, e))?;
+            std::fs::write(&path, jpeg).map_err(|e| Error::io(&path, e))?;
         }
         if let Some(fb) = &mut self.sinks.fb {
             show(fb, &picture)?;
@@ -430,7 +430,7 @@ impl Stage<'_> {
         let text = serde_json::to_string(line).expect("stats serialise");
         writeln!(out, "{text}")
             .and_then(|()| out.flush())
-            .map_err(|e| io_error(Path::new("stdout"), e))
+            .map_err(|e| Error::io(Path::new("stdout"), e))
     }
 }
 
@@ -447,16 +447,9 @@ fn show(fb: &mut Framebuffer, picture: &RgbImage) -> Result<()> {
     fb.show(&imageops::resize(picture, w, h, FilterType::Triangle))
 }
 
-fn io_error(path: &Path, source: std::io::Error) -> Error {
-    Error::Io {
-        path: path.to_owned(),
-        cause: source,
-    }
-}
-
 fn image_error(path: &Path, e: image::ImageError) -> Error {
     match e {
-        image::ImageError::IoError(source) => io_error(path, source),
+        image::ImageError::IoError(source) => Error::io(path, source),
         other => Error::Invalid(format!("{}: {other}", path.display())),
     }
 }
