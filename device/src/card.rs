@@ -163,6 +163,10 @@ pub struct ModelCard {
     /// `None`: any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub engine: Option<EngineKind>,
+    /// Each class's share of the training labels' pixels (void left out), the
+    /// reference the board's drift score compares its recent class maps with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_distribution: Option<Vec<f64>>,
 }
 
 impl ModelCard {
@@ -183,8 +187,20 @@ impl ModelCard {
             }
             None => return Err(Error::Invalid("the model card has no format_version".into())),
         }
-        serde_json::from_value(value)
-            .map_err(|e| Error::Invalid(format!("invalid model card: {e}")))
+        let card: Self = serde_json::from_value(value)
+            .map_err(|e| Error::Invalid(format!("invalid model card: {e}")))?;
+        if let Some(shares) = &card.class_distribution {
+            let valid = shares.iter().all(|s| s.is_finite() && *s >= 0.0)
+                && shares.iter().sum::<f64>() > 0.0;
+            if shares.len() != card.classes.len() || !valid {
+                return Err(Error::Invalid(format!(
+                    "the model card's class_distribution has {} values for {} classes, or a value that is not a share (want one non-negative number per class)",
+                    shares.len(),
+                    card.classes.len()
+                )));
+            }
+        }
+        Ok(card)
     }
 
     /// The engine this model was made for: the card's, or for int8 cards written before
@@ -241,6 +257,7 @@ mod tests {
             export_validation: None,
             quantization: None,
             engine: None,
+            class_distribution: None,
         }
     }
 
@@ -260,6 +277,22 @@ mod tests {
             float_layers: vec!["/upsample/Conv".into()],
         });
         assert_eq!(ModelCard::from_json(&int8.to_json()).unwrap(), int8);
+    }
+
+    #[test]
+    fn the_class_distribution_travels_and_must_fit_the_classes() {
+        let mut card = sample();
+        let mut shares = vec![0.0; 21];
+        (shares[0], shares[15]) = (0.7, 0.3);
+        card.class_distribution = Some(shares);
+        assert_eq!(ModelCard::from_json(&card.to_json()).unwrap(), card);
+        for bad in [vec![0.5, 0.5], vec![-0.1; 21], vec![0.0; 21]] {
+            card.class_distribution = Some(bad);
+            let msg = ModelCard::from_json(&card.to_json())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("class_distribution"), "{msg}");
+        }
     }
 
     #[test]

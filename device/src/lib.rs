@@ -13,6 +13,7 @@ pub mod card;
 pub mod classes;
 pub mod cpu;
 pub mod decode;
+pub mod drift;
 pub mod engine;
 pub mod error;
 #[cfg(feature = "framebuffer")]

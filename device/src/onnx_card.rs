@@ -113,6 +113,7 @@ pub(crate) fn test_card(classes: usize, height: u32, width: u32) -> ModelCard {
         export_validation: None,
         quantization: None,
         engine: None,
+        class_distribution: None,
     }
 }
 

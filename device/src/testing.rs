@@ -127,6 +127,7 @@ pub fn card(classes: ClassList, height: u32, width: u32, class_map: bool) -> Mod
         export_validation: None,
         quantization: None,
         engine: None,
+        class_distribution: None,
     }
 }
 

@@ -486,7 +486,13 @@ fn wait_for(what: &str, mut done: impl FnMut() -> bool) {
 #[test]
 fn the_page_serves_live_frames_and_sigint_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let model = model(dir.path());
+    // A card whose training set was all background: the drift score is then the share
+    // of the other classes.
+    let mut card = card(scene_classes(), 24, 32, false);
+    let mut trained = vec![0.0; card.classes.len()];
+    trained[0] = 1.0;
+    card.class_distribution = Some(trained);
+    let model = write_model(dir.path(), "tiny.onnx", &card);
     let mut run = Running::test_scene(&model, 96, 64, 30);
     let addr = run.address();
     wait_for("frames", || {
@@ -507,7 +513,27 @@ fn the_page_serves_live_frames_and_sigint_stops_cleanly() {
     assert_eq!(code, 200);
     assert!(text(&page).contains("/stream.mjpg"));
     let (_, metrics) = get(&addr, "/metrics");
-    assert!(text(&metrics).contains("segcam_frames_total"));
+    let metrics = text(&metrics);
+    assert!(metrics.contains("segcam_frames_total"));
+    for class in &card.classes.names {
+        assert!(
+            metrics.contains(&format!("segcam_class_share{{class=\"{class}\"}} ")),
+            "{metrics}"
+        );
+    }
+    assert!(metrics.contains("\nsegcam_drift_score "), "{metrics}");
+    let drift = &s["drift"];
+    assert!(drift["frames"].as_u64().unwrap() >= 3, "{drift}");
+    let shares: Vec<f64> = drift["shares"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| c["share"].as_f64().unwrap())
+        .collect();
+    assert_eq!(shares.len(), card.classes.len());
+    assert!((shares.iter().sum::<f64>() - 1.0).abs() < 1e-3, "{drift}");
+    let score = drift["score"].as_f64().unwrap();
+    assert!((score - (1.0 - shares[0])).abs() < 1e-3, "{drift}");
     run.stop_with("-INT");
 }
 

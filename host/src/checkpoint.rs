@@ -34,6 +34,10 @@ pub struct CheckpointInfo {
     pub history: Vec<EpochRecord>,
     /// The training configuration, so `--resume` continues with the same settings.
     pub config: serde_json::Value,
+    /// Each class's share of the training labels' pixels (void left out): the model
+    /// card carries it to the board, whose drift score compares what it sees with it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_distribution: Option<Vec<f64>>,
 }
 
 /// The figures of one epoch.
@@ -204,6 +208,7 @@ mod tests {
             step,
             history: vec![],
             config: serde_json::Value::Null,
+            class_distribution: None,
         }
     }
 

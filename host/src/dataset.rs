@@ -141,6 +141,38 @@ impl VocDataset {
         Ok(())
     }
 
+    /// Each class's share of the labels' pixels over the split (void and labels beyond
+    /// the class list left out): the distribution the board's drift score compares
+    /// with. Reads only the label files; with `Skip`, an unreadable one is left out.
+    pub fn class_distribution(&self, bad: BadFiles) -> Result<Vec<f64>> {
+        let bar = crate::progress::bar(self.samples.len() as u64, "class shares");
+        let mut counts = vec![0u64; self.classes.len()];
+        for s in &self.samples {
+            match read_label(&s.label, &self.classes) {
+                Ok(label) => {
+                    for &v in label.as_raw() {
+                        if let Some(c) = counts.get_mut(v as usize) {
+                            *c += 1;
+                        }
+                    }
+                }
+                Err(e) if bad == BadFiles::Skip => tracing::warn!("skipping {e:#}"),
+                Err(e) => return Err(e),
+            }
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        let total: u64 = counts.iter().sum();
+        if total == 0 {
+            bail!(
+                "{}: the '{}' split's labels hold no pixel of any class (all void?)",
+                self.root.display(),
+                self.split
+            );
+        }
+        Ok(counts.iter().map(|&c| c as f64 / total as f64).collect())
+    }
+
     /// Decode sample `i`: the RGB image and its label map (class indices, 255 = void).
     pub fn load(&self, i: usize) -> Result<(RgbImage, GrayImage)> {
         let s = &self.samples[i];
@@ -281,6 +313,39 @@ mod tests {
             enc.set_palette(p);
         }
         enc.write_header().unwrap().write_image_data(data).unwrap();
+    }
+
+    #[test]
+    fn class_distribution_counts_label_pixels_without_void() {
+        let dir = tempfile::tempdir().unwrap();
+        let root = dir.path();
+        for sub in ["JPEGImages", "SegmentationClass", "ImageSets/Segmentation"] {
+            std::fs::create_dir_all(root.join(sub)).unwrap();
+        }
+        std::fs::write(
+            root.join("labelmap.txt"),
+            "a:0,0,0::\nb:128,0,0::\nc:0,128,0::\n",
+        )
+        .unwrap();
+        // Grey labels hold the indices (255 is void).
+        let labels: [&[u8]; 2] = [&[0, 0, 1, VOID], &[1, 1, VOID, 0]];
+        for (i, label) in labels.iter().enumerate() {
+            let id = format!("s{i}");
+            std::fs::write(root.join(format!("JPEGImages/{id}.jpg")), b"").unwrap();
+            let path = root.join(format!("SegmentationClass/{id}.png"));
+            write_png(&path, 4, 1, png::ColorType::Grayscale, None, label);
+        }
+        std::fs::write(root.join("ImageSets/Segmentation/train.txt"), "s0\ns1\n").unwrap();
+        let ds = VocDataset::open(root, "train", None, BadFiles::Fail).unwrap();
+        let shares = ds.class_distribution(BadFiles::Fail).unwrap();
+        assert_eq!(shares, vec![3.0 / 6.0, 3.0 / 6.0, 0.0]);
+
+        // A corrupt label is named, or left out when asked.
+        std::fs::write(root.join("SegmentationClass/s1.png"), b"not a png").unwrap();
+        let msg = format!("{:#}", ds.class_distribution(BadFiles::Fail).unwrap_err());
+        assert!(msg.contains("s1.png"), "{msg}");
+        let shares = ds.class_distribution(BadFiles::Skip).unwrap();
+        assert_eq!(shares, vec![2.0 / 3.0, 1.0 / 3.0, 0.0]);
     }
 
     #[test]

@@ -170,7 +170,7 @@ pub fn train(cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<TrainSum
             record.images_per_sec
         );
         state.history.push(record.clone());
-        let info = state.checkpoint_info(&cfg, &data.classes, epoch + 1)?;
+        let info = state.checkpoint_info(&cfg, &data, epoch + 1)?;
         checkpoint::save(&state.vs, &info, &files.last)?;
         if record.val_miou > best {
             best = record.val_miou;
@@ -224,6 +224,8 @@ struct Data {
     train: Arc<VocDataset>,
     val: Arc<VocDataset>,
     classes: ClassList,
+    /// The training labels' class shares, for the card (the board's drift score).
+    class_distribution: Vec<f64>,
     train_loader: LoaderConfig,
     val_loader: LoaderConfig,
 }
@@ -266,6 +268,7 @@ impl Data {
                 cfg.data.display()
             );
         }
+        let class_distribution = train.class_distribution(bad)?;
         let train_loader = LoaderConfig {
             batch: cfg.batch,
             crop: (h, w),
@@ -285,6 +288,7 @@ impl Data {
         };
         Ok(Self {
             classes: train.classes.clone(),
+            class_distribution,
             train: Arc::new(train),
             val: Arc::new(val),
             train_loader,
@@ -356,19 +360,20 @@ impl State {
     fn checkpoint_info(
         &self,
         cfg: &TrainConfig,
-        classes: &ClassList,
+        data: &Data,
         epoch: usize,
     ) -> Result<CheckpointInfo> {
         Ok(CheckpointInfo {
             format_version: checkpoint::FORMAT_VERSION,
             architecture: checkpoint::ARCHITECTURE.into(),
-            classes: classes.clone(),
+            classes: data.classes.clone(),
             normalization: segcam::IMAGENET,
             crop: cfg.crop,
             epoch,
             step: self.step,
             history: self.history.clone(),
             config: serde_json::to_value(cfg)?,
+            class_distribution: Some(data.class_distribution.clone()),
         })
     }
 }

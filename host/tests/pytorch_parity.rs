@@ -52,6 +52,7 @@ fn tch_fcn_matches_pytorch_forward_and_one_sgd_step() {
         step: 0,
         history: vec![],
         config: serde_json::Value::Null,
+        class_distribution: None,
     };
     checkpoint::save(&vs, &info, &dir.path().join("checkpoint.safetensors")).unwrap();
 

@@ -179,6 +179,21 @@ fn quantized_within_the_gate(dir: &Path, data: &str, checkpoint: &Path) {
     );
     assert!(said.contains("pixel accuracy f32"), "{said}");
     let card = segcam::onnx_card::read_card(&int8).unwrap();
+    // The training labels' class shares travel from the checkpoint through export and
+    // quantization, for the board's drift score.
+    let shares = card
+        .class_distribution
+        .clone()
+        .expect("the training class shares");
+    assert_eq!(shares.len(), card.classes.len());
+    assert!(
+        (shares.iter().sum::<f64>() - 1.0).abs() < 1e-9,
+        "{shares:?}"
+    );
+    assert!(
+        shares.iter().filter(|&&s| s > 0.0).count() >= 2,
+        "{shares:?}"
+    );
     let quantization = card
         .quantization
         .expect("the int8 card says how it was made");

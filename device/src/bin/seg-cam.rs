@@ -138,6 +138,9 @@ struct Cli {
     /// JPEG quality of the stream, snapshots and --out frames, 1–100.
     #[arg(long, value_name = "1-100")]
     jpeg_quality: Option<u8>,
+    /// Frames over which /metrics reports class shares and the drift score.
+    #[arg(long, value_name = "FRAMES")]
+    drift_window: Option<usize>,
 }
 
 impl Cli {

@@ -68,5 +68,86 @@ pub fn metrics_text(stats: &Stats, clients: usize) -> String {
             "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}\n"
         ));
     }
+    let drift = &stats.drift;
+    out.push_str(&format!(
+        "# HELP segcam_class_window_frames Frames the class shares are over.\n\
+         # TYPE segcam_class_window_frames gauge\nsegcam_class_window_frames {}\n",
+        drift.frames
+    ));
+    if !drift.shares.is_empty() {
+        out.push_str(
+            "# HELP segcam_class_share Share of the recent class maps' pixels per class.\n\
+             # TYPE segcam_class_share gauge\n",
+        );
+        for c in &drift.shares {
+            out.push_str(&format!(
+                "segcam_class_share{{class=\"{}\"}} {}\n",
+                label_value(&c.name),
+                real(c.share)
+            ));
+        }
+    }
+    // Only with the training set's shares (in the model card) to compare with.
+    if let Some(score) = drift.score {
+        out.push_str(&format!(
+            "# HELP segcam_drift_score Total-variation distance of the recent class shares from the training set's (0 same, 1 disjoint).\n\
+             # TYPE segcam_drift_score gauge\nsegcam_drift_score {}\n",
+            real(score)
+        ));
+    }
     out
+}
+
+/// A label value as the exposition format escapes it: backslash, quote, newline.
+fn label_value(text: &str) -> String {
+    text.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::drift::{ClassShare, DriftStats};
+
+    #[test]
+    fn class_shares_and_drift_are_exposed_with_escaped_names() {
+        let mut stats = Stats::default();
+        let text = metrics_text(&stats, 0);
+        assert!(text.contains("segcam_class_window_frames 0\n"), "{text}");
+        assert!(!text.contains("segcam_drift_score"), "{text}");
+        stats.drift = DriftStats {
+            frames: 12,
+            shares: vec![
+                ClassShare {
+                    name: "background".into(),
+                    share: 0.75,
+                },
+                ClassShare {
+                    name: "a \"b\"\\c\nd".into(),
+                    share: 0.25,
+                },
+            ],
+            score: Some(0.125),
+        };
+        let text = metrics_text(&stats, 0);
+        assert!(text.contains("segcam_class_window_frames 12\n"), "{text}");
+        assert!(
+            text.contains("segcam_class_share{class=\"background\"} 0.75\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("segcam_class_share{class=\"a \\\"b\\\"\\\\c\\nd\"} 0.25\n"),
+            "{text}"
+        );
+        assert!(text.contains("segcam_drift_score 0.125\n"), "{text}");
+        // Every sample line is NAME[{LABELS}] VALUE, one per line.
+        for line in text.lines().filter(|l| !l.starts_with('#')) {
+            assert_eq!(
+                line.rsplit_once(' ').map(|(_, v)| v.parse::<f64>().is_ok()),
+                Some(true),
+                "{line}"
+            );
+        }
+    }
 }

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde::{Deserialize, Serialize};
 
 use crate::classes::PresentClass;
+use crate::drift::DriftStats;
 
 /// What the pipeline reports with each frame.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -38,6 +39,9 @@ pub struct Stats {
     /// Why the source delivers nothing, while it does not.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub problem: Option<String>,
+    /// Class shares over the recent frames and their distance from the training set's.
+    #[serde(default)]
+    pub drift: DriftStats,
 }
 
 /// The pipeline's health as `/healthz` reports it.

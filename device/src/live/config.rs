@@ -91,6 +91,9 @@ pub struct Config {
     pub frames: Option<u64>,
     /// JPEG quality of the stream, snapshots and `out` frames, 1–100.
     pub jpeg_quality: u8,
+    /// Frames over which `/metrics` reports each class's pixel share and the drift
+    /// score (their distance from the training set's shares).
+    pub drift_window: usize,
 }
 
 impl Default for Config {
@@ -126,6 +129,7 @@ impl Default for Config {
             stats: false,
             frames: None,
             jpeg_quality: crate::jpeg::DEFAULT_QUALITY,
+            drift_window: crate::drift::DEFAULT_WINDOW,
         }
     }
 }
@@ -203,6 +207,12 @@ impl Config {
             .is_some_and(|t| t.trim().is_empty())
         {
             return Err("http-token is empty".into());
+        }
+        if !(1..=100_000).contains(&self.drift_window) {
+            return Err(format!(
+                "drift-window {}: expected 1–100000 frames",
+                self.drift_window
+            ));
         }
         if !(1..=100).contains(&self.jpeg_quality) {
             return Err(format!(

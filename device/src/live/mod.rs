@@ -139,6 +139,8 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         frames: config.frames,
         jpeg_quality: config.jpeg_quality,
         blank_size: (config.width, config.height),
+        drift_window: config.drift_window,
+        class_distribution: card.class_distribution.clone(),
     };
     let sinks = output::Sinks {
         http: server.as_ref().map(|_| published.clone()),

@@ -16,6 +16,7 @@ use super::infer::{Inferred, POLL};
 use super::status::Status;
 use super::watchdog;
 use crate::classes::{ClassList, PresentClass};
+use crate::drift::{ClassWindow, DriftStats};
 use crate::error::{Error, Result};
 use crate::framebuffer::Framebuffer;
 use crate::http::{Published, Stats};
@@ -41,6 +42,10 @@ pub struct Settings {
     pub jpeg_quality: u8,
     /// The size of the "no signal" picture before any frame was seen.
     pub blank_size: (u32, u32),
+    /// Frames the class shares of `/metrics` are taken over.
+    pub drift_window: usize,
+    /// The training set's class shares (the model card's), for the drift score.
+    pub class_distribution: Option<Vec<f64>>,
 }
 
 /// Where frames go.
@@ -117,6 +122,7 @@ struct Stage<'a> {
     last_no_signal: Option<Instant>,
     reported_no_signal: bool,
     skipped: u64,
+    drift: ClassWindow,
 }
 
 /// Run until the queue closes, a stop is requested or `frames` are done (which
@@ -129,6 +135,7 @@ pub fn run(
     status: &Status,
 ) -> Result<Summary> {
     let overlay = Overlay::new(&settings.classes, settings.overlay);
+    let drift = ClassWindow::new(settings.classes.len(), settings.drift_window);
     let mut stage = Stage {
         settings,
         sinks,
@@ -144,6 +151,7 @@ pub fn run(
         last_no_signal: None,
         reported_no_signal: false,
         skipped: 0,
+        drift,
     };
     let result = stage.run(queue);
     queue.close();
@@ -180,6 +188,11 @@ impl Stage<'_> {
             out.flush().map_err(|e| Error::io(Path::new("stdout"), e))?;
         }
         Ok(())
+    }
+
+    fn drift_stats(&self) -> DriftStats {
+        let trained = self.settings.class_distribution.as_deref();
+        self.drift.stats(&self.settings.classes, trained)
     }
 
     fn summary(&self) -> Summary {
@@ -259,6 +272,7 @@ impl Stage<'_> {
 
         let drawing = Instant::now();
         let (mut picture, counts) = self.overlay.render(&frame.image, &map)?;
+        self.drift.push(&counts);
         let legend = self.overlay.legend(&self.settings.classes, &counts);
         let info = HudInfo {
             fps: self.fps,
@@ -314,6 +328,7 @@ impl Stage<'_> {
                 classes_present: legend.clone(),
                 no_signal: false,
                 problem: None,
+                drift: self.drift_stats(),
             };
             if let (true, Some(jpeg)) = (publish, jpeg) {
                 published.publish(jpeg, stats);
@@ -393,6 +408,7 @@ impl Stage<'_> {
                 height: picture.height(),
                 no_signal: true,
                 problem: self.status.last_problem(),
+                drift: self.drift_stats(),
                 ..Stats::default()
             };
             match jpeg {

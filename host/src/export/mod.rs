@@ -206,6 +206,7 @@ pub fn card(info: &CheckpointInfo, name: String, spec: &graph::GraphSpec) -> Mod
         export_validation: None,
         quantization: None,
         engine: None,
+        class_distribution: info.class_distribution.clone(),
     }
 }
 

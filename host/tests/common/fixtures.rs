@@ -41,6 +41,7 @@ pub fn info(classes: &ClassList) -> CheckpointInfo {
             seconds: 1.0,
         }],
         config: serde_json::Value::Null,
+        class_distribution: None,
     }
 }
 
