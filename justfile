@@ -103,12 +103,27 @@ build-board:
     @echo "board binaries: {{board_bin}} ($(du -h {{board_bin}} | cut -f1), static aarch64, tract)"
     @echo "                {{board_gnu_bin}} ($(du -h {{board_gnu_bin}} | cut -f1), aarch64 glibc, tract + onnxruntime with ${SEGCAM_CACHE:-$HOME/.cache/segcam}/board/onnxruntime/libonnxruntime.so)"
 
+# A release signing key pair (Ed25519, minisign's format): the secret stays on this workstation (mode 0600, never in the repo), boards trust the .pub; `just deploy` signs with it: just keygen [key=~/.config/segcam/release.key]
+keygen *settings:
+    #!/usr/bin/env bash
+    set -euo pipefail
+    key=${SEGCAM_RELEASE_KEY:-${XDG_CONFIG_HOME:-$HOME/.config}/segcam/release.key}
+    for s in {{settings}}; do
+      case $s in
+        key=*) key=${s#key=} ;;
+        *) echo "just keygen: unknown setting '$s' (key=)" >&2; exit 2 ;;
+      esac
+    done
+    {{build_release}}
+    target/release/seg-cam release keygen --key "${key/#\~/$HOME}"
+
 # Once per board, as root or an account with sudo: the unit, the root helper that restarts seg-cam, and a sudoers rule allowing the deploy account only that: just provision board=pi@raspberrypi.local [user=pi]
 provision *settings:
     deploy/deploy provision {{settings}}
 
-# Ship seg-cam, a model and a config to a board over SSH: just deploy board=pi@raspberrypi.local [model=FILE] [config=FILE]
+# Ship seg-cam, a model, a config and a golden set to a board over SSH (signed when there is a key), checked before the switch, health-checked after: just deploy board=pi@raspberrypi.local [model=FILE] [config=FILE] [golden=off|DIR] [key=FILE] [boards=KIND,…]
 deploy *settings: build-board
+    {{build_release}}
     deploy/deploy deploy {{settings}}
 
 # Put the board back on the release it ran before: just rollback board=pi@raspberrypi.local

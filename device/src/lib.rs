@@ -18,6 +18,8 @@ pub mod engine;
 pub mod error;
 #[cfg(feature = "framebuffer")]
 pub mod framebuffer;
+#[cfg(feature = "live")]
+pub mod golden;
 #[cfg(feature = "http")]
 pub mod http;
 #[cfg(feature = "render")]

@@ -215,6 +215,23 @@ pub fn sign(manifest: &ReleaseManifest, secret_key: &str) -> crate::Result<Strin
     Ok(signature.to_string())
 }
 
+/// The counter of the next release signed with a key whose last was `last`: above it,
+/// and at least `now` (seconds since 1970), so that workstations sharing a key still
+/// count up without sharing the counter file.
+pub fn next_counter(last: Option<u64>, now: u64) -> u64 {
+    last.map_or(0, |l| l.saturating_add(1)).max(now)
+}
+
+/// A board kind as a manifest lists it and a board names itself: letters, digits, `.`,
+/// `_` and `-` (it travels through shell scripts and file names).
+pub fn valid_board_kind(kind: &str) -> bool {
+    !kind.is_empty()
+        && !kind.starts_with('-')
+        && kind
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-'))
+}
+
 /// The public keys a board trusts: every `*.pub` (minisign format) of one folder, so
 /// that keys can be added before a rotation and removed after it.
 #[derive(Debug, Default)]
@@ -383,6 +400,24 @@ fn check_files(dir: &Path, manifest: &ReleaseManifest) -> Result<(), Refusal> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counters_only_go_up_and_board_kinds_are_plain_words() {
+        assert_eq!(next_counter(None, 1_000), 1_000);
+        assert_eq!(
+            next_counter(Some(5_000), 1_000),
+            5_001,
+            "a clock behind the file"
+        );
+        assert_eq!(next_counter(Some(999), 1_000), 1_000);
+        assert_eq!(next_counter(Some(u64::MAX), 0), u64::MAX);
+        for ok in ["aarch64-linux", "pi5", "jetson.orin_nx"] {
+            assert!(valid_board_kind(ok), "{ok}");
+        }
+        for bad in ["", "-rf", "a b", "a/b", "pi;reboot", "ü"] {
+            assert!(!valid_board_kind(bad), "{bad}");
+        }
+    }
 
     struct Fixture {
         dir: tempfile::TempDir,

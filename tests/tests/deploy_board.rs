@@ -14,6 +14,12 @@ use std::time::{Duration, Instant};
 use segcam::scene::scene_classes;
 use segcam::testing::{board_binary, card, workspace, write_model};
 
+/// This workstation's seg-cam (the test's own build): it makes golden sets and signs.
+fn workstation_seg_cam() -> PathBuf {
+    let exe = std::env::current_exe().unwrap();
+    exe.parent().and_then(Path::parent).unwrap().join("seg-cam")
+}
+
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -158,6 +164,7 @@ impl Board {
             // A short soak keeps the test short; step 12 uses the default.
             .env("SEGCAM_SOAK", "5")
             .env("SEGCAM_BOARD_BIN", board_binary())
+            .env("SEGCAM_SEG_CAM", workstation_seg_cam())
             .stdin(Stdio::null());
         command
     }
@@ -388,8 +395,13 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     assert_eq!(board.get("/healthz").0, 200);
 
     eprintln!("deploy test: step 6");
-    // 6. A release whose model does not load is rolled back automatically.
-    let out = board.deploy_release(broken, first);
+    // 6. A release whose model does not load is rolled back automatically (without a
+    // golden set: the workstation cannot make one of a model that does not load).
+    let out = board
+        .release_command(broken, first)
+        .arg("golden=off")
+        .output()
+        .unwrap();
     assert!(
         !out.status.success(),
         "a broken release must fail: {}",
@@ -410,6 +422,9 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     assert!(out.status.success(), "{}", text(&out));
     let said = text(&out);
     assert!(said.contains(&format!("release:  {a}")), "{said}");
+    // Its golden set (the test scene through the workstation's engine) passed on the
+    // board before the switch.
+    assert!(said.contains("golden:   passed: 4 frames"), "{said}");
     assert!(
         said.contains("running (pid") && said.contains("frames/s"),
         "{said}"
@@ -502,6 +517,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     // goes on on the board without it, fails the health check and rolls back.
     let mut killed = board
         .release_command(broken, first)
+        .arg("golden=off")
         .env("SEGCAM_HEALTH_TIMEOUT", "15")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -555,6 +571,48 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     assert!(text(&out).contains("rolled back"), "{}", text(&out));
     assert_eq!(board.current(), g_id);
     assert_eq!(board.get("/healthz").0, 200);
+
+    eprintln!("deploy test: step 13");
+    // 13. A release that fails the fleet's golden set (made from a model of other
+    // classes here) is refused on the board before the switch: nothing restarts.
+    let golden = files.path().join("golden");
+    let three = card(
+        segcam::ClassList {
+            names: scene_classes().names[..3].to_vec(),
+            colours: scene_classes().colours[..3].to_vec(),
+        },
+        24,
+        32,
+        false,
+    );
+    let other = write_model(files.path(), "other.onnx", &three);
+    let made = Command::new(workstation_seg_cam())
+        .args(["check", "--make", "--golden", golden.to_str().unwrap()])
+        .args(["--model", other.to_str().unwrap(), "--config", first])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let pid = board.service_pid();
+    let out = board
+        .release_command(model, first)
+        .arg(format!("golden={}", golden.display()))
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(
+        said.contains("failed its golden set") && said.contains("below 99.00%"),
+        "{said}"
+    );
+    assert!(
+        said.contains("refused by the board before the switch"),
+        "{said}"
+    );
+    assert_eq!(board.current(), g_id);
+    assert_eq!(board.service_pid(), pid, "seg-cam was not restarted");
+    assert!(board
+        .run("cat /opt/segcam/last-activation")
+        .contains("refused-golden-set"));
 
     // After all of that, root ran only `segcam-root restart` for the deploy account,
     // and the unit is still provision's.
@@ -659,6 +717,7 @@ fn the_release_carries_the_engine_the_config_names() {
                 &format!("model={}", model.display()),
                 &format!("config={}", config.display()),
             ])
+            .env("SEGCAM_SEG_CAM", workstation_seg_cam())
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
@@ -700,6 +759,76 @@ fn the_release_carries_the_engine_the_config_names() {
         bin.contains("aarch64") && bin.contains("statically linked"),
         "{bin}"
     );
+
+    // Unsigned without a key (one is looked for at ~/.config/segcam/release.key):
+    // said, and no manifest.
+    assert!(!tract.join("release.json").exists());
+    // Signed with one: release.json lists every file, and the workstation's seg-cam
+    // verifies it as a board would.
+    let seg_cam = workstation_seg_cam();
+    let key = dir.path().join("keys/release.key");
+    let made = Command::new(&seg_cam)
+        .args(["release", "keygen", "--key", key.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(made.status.success(), "{}", text(&made));
+    let signed = dir.path().join("signed");
+    let config = dir.path().join("tract.toml");
+    let out = Command::new(workspace().join("deploy/deploy"))
+        .args([
+            "bundle",
+            signed.to_str().unwrap(),
+            &format!("model={}", model.display()),
+            &format!("config={}", config.display()),
+            &format!("key={}", key.display()),
+            "boards=pi5,orin",
+        ])
+        .env("SEGCAM_SEG_CAM", &seg_cam)
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let manifest: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(signed.join("release.json")).unwrap()).unwrap();
+    let names: Vec<&str> = manifest["files"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|f| f["name"].as_str().unwrap())
+        .collect();
+    let mut expected = vec!["MANIFEST.sha256".to_string()];
+    for i in 0..4 {
+        expected.extend([
+            format!("golden-{i:02}.classes.png"),
+            format!("golden-{i:02}.png"),
+        ]);
+    }
+    expected.extend(
+        [
+            "golden.json",
+            "model.onnx",
+            "release.txt",
+            "seg-cam",
+            "seg-cam.toml",
+            "segcam-board",
+        ]
+        .map(String::from),
+    );
+    assert_eq!(names, expected);
+    // The golden set is in the checksums the board checks after upload too.
+    let sums = std::fs::read_to_string(signed.join("MANIFEST.sha256")).unwrap();
+    assert!(
+        sums.contains("golden.json") && sums.contains("golden-03.classes.png"),
+        "{sums}"
+    );
+    assert_eq!(manifest["boards"], serde_json::json!(["pi5", "orin"]));
+    let keys = dir.path().join("keys");
+    let verified = Command::new(&seg_cam)
+        .args(["release", "verify", signed.to_str().unwrap(), "--keys"])
+        .arg(&keys)
+        .args(["--board", "orin"])
+        .output()
+        .unwrap();
+    assert!(verified.status.success(), "{}", text(&verified));
 
     // An existing folder is never written into.
     let out = Command::new(workspace().join("deploy/deploy"))

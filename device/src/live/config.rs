@@ -94,6 +94,12 @@ pub struct Config {
     /// Frames over which `/metrics` reports each class's pixel share and the drift
     /// score (their distance from the training set's shares).
     pub drift_window: usize,
+    /// `seg-cam check --golden`: the least share of each golden frame's pixels whose
+    /// class must agree with the workstation's, 0–1.
+    pub golden_agreement: f64,
+    /// `seg-cam check --golden`: the most the 90th percentile of a frame's latency may
+    /// be on this board, in milliseconds (none: not checked).
+    pub latency_budget_ms: Option<f64>,
 }
 
 impl Default for Config {
@@ -130,6 +136,8 @@ impl Default for Config {
             frames: None,
             jpeg_quality: crate::jpeg::DEFAULT_QUALITY,
             drift_window: crate::drift::DEFAULT_WINDOW,
+            golden_agreement: 0.99,
+            latency_budget_ms: None,
         }
     }
 }
@@ -212,6 +220,20 @@ impl Config {
             return Err(format!(
                 "drift-window {}: expected 1–100000 frames",
                 self.drift_window
+            ));
+        }
+        if !(0.0..=1.0).contains(&self.golden_agreement) {
+            return Err(format!(
+                "golden-agreement {}: expected a share from 0 to 1 (0.99: 99% of pixels)",
+                self.golden_agreement
+            ));
+        }
+        if let Some(ms) = self
+            .latency_budget_ms
+            .filter(|ms| !(ms.is_finite() && *ms > 0.0))
+        {
+            return Err(format!(
+                "latency-budget-ms {ms}: expected a positive number of milliseconds"
             ));
         }
         if !(1..=100).contains(&self.jpeg_quality) {

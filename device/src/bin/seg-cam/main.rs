@@ -17,6 +17,9 @@ use segcam::overlay::Visualize;
 use segcam::resize::{Filter, ResizePolicy};
 use segcam::source::PixelFormat;
 
+mod check;
+mod release;
+
 /// Flags: each setting is optional here so that only those given override the
 /// config file; the defaults live in `Config` (shown at the end of `--help`).
 #[derive(Debug, Parser, Serialize)]
@@ -141,6 +144,12 @@ struct Cli {
     /// Frames over which /metrics reports class shares and the drift score.
     #[arg(long, value_name = "FRAMES")]
     drift_window: Option<usize>,
+    /// seg-cam check --golden: the least share of a frame's pixels that must agree, 0–1.
+    #[arg(long, value_name = "SHARE")]
+    golden_agreement: Option<f64>,
+    /// seg-cam check --golden: the most a frame's p90 latency may be, in ms.
+    #[arg(long, value_name = "MS")]
+    latency_budget_ms: Option<f64>,
 }
 
 impl Cli {
@@ -154,7 +163,7 @@ impl Cli {
              seg-cam 'images/*.jpg' file://runs/out --save-masks runs/masks   pictures to files\n  \
              seg-cam test:// --model models/fcn.int8.onnx --stats   the test scene, statistics on stdout\n\n\
              Which engine and model are fastest here: seg-cam bench --model A.onnx [--model B.onnx …] \
-             (seg-cam bench --help).\n\nDefaults (a --config file takes the same keys):\n\n{defaults}"
+             (seg-cam bench --help). Signed releases: seg-cam release --help. A release's golden set: seg-cam check --help.\n\nDefaults (a --config file takes the same keys):\n\n{defaults}"
         ));
         let matches = command.get_matches();
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
@@ -313,15 +322,20 @@ fn main() -> ExitCode {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info")),
         )
         .init();
-    let mut args = std::env::args_os();
-    let result = if args.nth(1).is_some_and(|a| a == "bench") {
-        let argv = std::iter::once("seg-cam bench".into()).chain(std::env::args_os().skip(2));
-        bench(BenchCli::parse_from(argv))
-    } else {
-        run(Cli::parse_args())
+    // Subcommands before the live run's flags (an input may be any word).
+    let sub = |name: &str| {
+        std::iter::once(format!("seg-cam {name}").into()).chain(std::env::args_os().skip(2))
+    };
+    let result = match std::env::args_os().nth(1) {
+        Some(a) if a == "bench" => {
+            bench(BenchCli::parse_from(sub("bench"))).map(|()| ExitCode::SUCCESS)
+        }
+        Some(a) if a == "release" => release::main(release::ReleaseCli::parse_from(sub("release"))),
+        Some(a) if a == "check" => check::main(check::CheckCli::parse_from(sub("check"))),
+        _ => run(Cli::parse_args()).map(|()| ExitCode::SUCCESS),
     };
     match result {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(code) => code,
         Err(e) => {
             eprintln!("seg-cam: {e:#}");
             ExitCode::FAILURE
