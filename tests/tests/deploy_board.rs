@@ -347,7 +347,10 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     assert_eq!(board.service_pid(), pid, "seg-cam was not restarted");
 
     eprintln!("deploy test: step 3");
-    // 3. A deploy killed mid-upload leaves the running release alone.
+    // 3. A deploy killed mid-upload leaves the running release alone. (The board
+    // forgets the files it holds, so that the whole binary is sent again: an upload
+    // long enough to be interrupted.)
+    board.run("rm -rf /opt/segcam/objects");
     let mut interrupted = board
         .release_command(model, second)
         .stdout(Stdio::null())
@@ -445,7 +448,26 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
         .output()
         .unwrap();
     assert!(out.status.success(), "{}", text(&out));
+    // Content-addressed: the binary, the model and the board script are on the board
+    // already; only the new config, the release notes and the manifest travel.
+    let said = text(&out);
+    let sent: u64 = said
+        .split("deploy: sending ")
+        .nth(1)
+        .and_then(|rest| rest.split(" bytes)").next())
+        .and_then(|head| head.rsplit('(').next())
+        .and_then(|bytes| bytes.parse().ok())
+        .unwrap_or_else(|| panic!("no bytes-sent line: {said}"));
+    let binary = std::fs::metadata(board_binary()).unwrap().len();
+    assert!(
+        sent < binary / 10,
+        "sent {sent} bytes, the binary is {binary}: {said}"
+    );
+    assert!(said.contains("already on the board"), "{said}");
     let d = release_id(&out);
+    // Each kept release's binary is one file on the board, linked by content.
+    let links = board.run(&format!("stat -c %h /opt/segcam/releases/{d}/seg-cam"));
+    assert!(links.parse::<u32>().unwrap() >= 2, "{links}");
     let mut kept: Vec<String> = board
         .run("ls /opt/segcam/releases")
         .split_whitespace()
