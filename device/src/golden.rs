@@ -243,8 +243,9 @@ fn classify(engine: &Engine, resize: ResizePolicy, frame: &RgbImage) -> Result<G
     engine.classify(&fit.prepare(frame, &engine.card().normalization))
 }
 
+/// A set's picture, decoded within the usual limits (a release's files are input).
 fn open(path: &Path) -> Result<image::DynamicImage> {
-    image::open(path).map_err(|e| Error::Invalid(format!("{}: {e}", path.display())))
+    crate::decode::open_image(path, &crate::decode::DecodeLimits::default())
 }
 
 fn save<P, C>(picture: &image::ImageBuffer<P, C>, path: &Path) -> Result<()>

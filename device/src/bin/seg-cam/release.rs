@@ -140,13 +140,14 @@ fn sign(
         bail!("--board {bad:?}: use letters, digits and . _ -");
     }
     let counter_path = key.with_extension("counter");
+    let last = read_counter(&counter_path)?;
     let counter = match counter {
         Some(c) => c,
         None => {
             let now = std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
                 .map_or(0, |d| d.as_secs());
-            release::next_counter(read_counter(&counter_path)?, now)
+            release::next_counter(last, now)
         }
     };
     let model = model_summary(dir)?;
@@ -156,7 +157,7 @@ fn sign(
     write_whole(&dir.join(release::MANIFEST), &manifest.to_bytes())?;
     write_whole(&dir.join(release::SIGNATURE), signature.as_bytes())?;
     // Only now: a failed signing leaves the counter as it was.
-    if read_counter(&counter_path)?.is_none_or(|last| counter > last) {
+    if last.is_none_or(|last| counter > last) {
         write_whole(&counter_path, format!("{counter}\n").as_bytes())?;
     }
     println!(
