@@ -117,8 +117,8 @@ keygen *settings:
     {{build_release}}
     target/release/seg-cam release keygen --key "${key/#\~/$HOME}"
 
-# Once per board, as root or an account with sudo: the unit, the root helper that restarts seg-cam, and a sudoers rule allowing the deploy account only that: just provision board=pi@raspberrypi.local [user=pi]
-provision *settings:
+# Once per board (again to rotate keys), as root or an account with sudo: the unit, the root helper, the verifier (the static board build), the trusted release keys and the sudoers rules: just provision board=pi@raspberrypi.local [user=pi] [keys=FILE.pub,…] [kind=aarch64-linux]
+provision *settings: build-board
     deploy/deploy provision {{settings}}
 
 # Ship seg-cam, a model, a config and a golden set to a board over SSH (signed when there is a key), checked before the switch, health-checked after: just deploy board=pi@raspberrypi.local [model=FILE] [config=FILE] [golden=off|DIR] [key=FILE] [boards=KIND,…]
@@ -191,6 +191,22 @@ image-check *settings:
     [ -n "$image" ] && [ -n "$key" ] || { echo "just image-check: image=FILE.img and key=PRIVATE_KEY are needed" >&2; exit 2; }
     board/image-check "$image" "${key/#\~/$HOME}"
 
+
+# N emulated boards on this machine (the deploy test's qemu board, vivid camera unless nocamera=I,…), provisioned (keys= as provision), and their Ansible inventory: just fleet-up 3 [inventory=runs/fleet/inventory.ini] [nocamera=2] [keys=FILE.pub]
+fleet-up n *settings: build-board
+    scripts/fleet up {{n}} {{settings}}
+
+# Stop the boards of just fleet-up.
+fleet-down:
+    scripts/fleet down
+
+# One release to every board of an Ansible inventory (INI or YAML) in stages, canary first, stopping at the first board that refuses or fails its checks and rolling back the boards it had updated: just fleet-deploy inventory=FILE [model=] [config=] [key=] [golden=] [stages=1,25%,100%] [max_fail=0] [rollback=yes|no]
+fleet-deploy *settings: build-board
+    scripts/fleet deploy {{settings}}
+
+# One line per board of an inventory: release, verification and key, golden set, frames/s, uptime, restarts: just fleet-status inventory=FILE
+fleet-status *settings:
+    scripts/fleet status {{settings}}
 # Every test of the workspace (installs the test tools and builds what the tests run first).
 test:
     scripts/setup-test-tools

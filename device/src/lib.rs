@@ -33,6 +33,7 @@ pub mod onnx_card;
 #[cfg(feature = "render")]
 pub mod overlay;
 pub mod preprocess;
+pub mod provenance;
 #[cfg(feature = "live")]
 pub mod queue;
 #[cfg(feature = "release")]

@@ -114,11 +114,12 @@ fn releases_are_signed_verified_and_refused_by_reason() {
     );
 
     let board_counter = dir.path().join("board-counter");
+    let record = dir.path().join("verification.json");
     let verify = |board: &str, accept: bool| {
         let mut args = vec!["verify", s(&rel), "--keys", s(&keys), "--board", board];
         args.extend(["--counter-file", s(&board_counter)]);
         if accept {
-            args.push("--accept");
+            args.extend(["--accept", "--record", s(&record)]);
         }
         args.into_iter().map(String::from).collect::<Vec<_>>()
     };
@@ -131,6 +132,17 @@ fn releases_are_signed_verified_and_refused_by_reason() {
         std::fs::read_to_string(&board_counter).unwrap().trim(),
         counter.to_string(),
         "the accepted counter is recorded"
+    );
+    // How it was verified, for the board's /metrics (segcam::provenance).
+    let recorded: segcam::provenance::Provenance =
+        serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    assert_eq!(
+        (
+            recorded.verification.as_str(),
+            recorded.key_id.as_deref(),
+            recorded.counter
+        ),
+        ("signed", Some(id.as_str()), Some(counter))
     );
     // The same release again is not newer than what the board accepted.
     refused(&verify("pi5", false), "is not above");

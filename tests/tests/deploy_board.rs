@@ -14,11 +14,10 @@ use std::time::{Duration, Instant};
 use segcam::scene::scene_classes;
 use segcam::testing::{board_binary, card, workspace, write_model};
 
-/// This workstation's seg-cam (the test's own build): it makes golden sets and signs.
-fn workstation_seg_cam() -> PathBuf {
-    let exe = std::env::current_exe().unwrap();
-    exe.parent().and_then(Path::parent).unwrap().join("seg-cam")
-}
+mod boards;
+use boards::{
+    bytes_sent, golden_of_other_classes, keygen, tamper_with_model, text, workstation_seg_cam,
+};
 
 fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0")
@@ -26,14 +25,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn text(output: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&output.stdout),
-        String::from_utf8_lossy(&output.stderr)
-    )
 }
 
 /// A booted board, powered off (qemu killed) when dropped.
@@ -144,7 +135,7 @@ impl Board {
     }
 
     fn current(&self) -> String {
-        self.run("basename $(readlink /opt/segcam/current)")
+        self.run("basename $(readlink /var/lib/segcam-releases/current)")
     }
 
     fn service_pid(&self) -> String {
@@ -164,7 +155,11 @@ impl Board {
             // A short soak keeps the test short; step 12 uses the default.
             .env("SEGCAM_SOAK", "5")
             .env("SEGCAM_BOARD_BIN", board_binary())
+            .env("SEGCAM_VERIFIER_BIN", board_binary())
             .env("SEGCAM_SEG_CAM", workstation_seg_cam())
+            // No release key of this machine's account: signing is step 14's.
+            .env("XDG_CONFIG_HOME", "/nonexistent/segcam-test")
+            .env_remove("SEGCAM_RELEASE_KEY")
             .stdin(Stdio::null());
         command
     }
@@ -275,19 +270,29 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
 
     eprintln!("deploy test: step 0");
     // 0. An unprovisioned board is refused a deploy; `provision` (as root) installs
-    // the helper, the unit and one sudoers rule; the deploy account owns the releases.
+    // the helper, the verifier, the unit, the (here: no) keys, the board kind, root's
+    // release storage and the sudoers rules; the deploy account owns only the uploads.
     let out = board.deploy_release(model, first);
     assert!(!out.status.success(), "{}", text(&out));
     assert!(text(&out).contains("just provision"), "{}", text(&out));
     let out = board.deploy(&["provision", "board=admin", "user=deploy"]);
     assert!(out.status.success(), "{}", text(&out));
-    assert_eq!(
-        board.run("stat -c '%U %a' /usr/local/sbin/segcam-root /usr/local/lib/segcam/seg-cam.service /etc/sudoers.d/segcam /opt/segcam"),
-        "root 755\nroot 644\nroot 440\ndeploy 755"
+    assert!(
+        text(&out).contains("this board takes unsigned releases"),
+        "{}",
+        text(&out)
     );
     assert_eq!(
+        board.run("stat -c '%U %a' /usr/local/sbin/segcam-root /usr/local/lib/segcam/seg-cam /usr/local/lib/segcam/seg-cam.service /etc/sudoers.d/segcam /etc/segcam/keys /etc/segcam/board /var/lib/segcam-releases /opt/segcam"),
+        "root 755\nroot 755\nroot 644\nroot 440\nroot 755\nroot 644\nroot 755\ndeploy 755"
+    );
+    assert_eq!(board.run("cat /etc/segcam/board"), "aarch64-linux");
+    assert_eq!(
         board.run("cat /etc/sudoers.d/segcam"),
-        "deploy ALL=(root) NOPASSWD: /usr/local/sbin/segcam-root restart"
+        "deploy ALL=(root) NOPASSWD: /usr/local/sbin/segcam-root accept *\n\
+         deploy ALL=(root) NOPASSWD: /usr/local/sbin/segcam-root switch *\n\
+         deploy ALL=(root) NOPASSWD: /usr/local/sbin/segcam-root restart\n\
+         deploy ALL=(root) NOPASSWD: /usr/local/sbin/segcam-root prune"
     );
 
     eprintln!("deploy test: step 1");
@@ -302,21 +307,35 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
         unit.trim(),
         "the unit is installed"
     );
-    // The deploy account restarts seg-cam through the helper and nothing else: sudo
-    // refuses other commands, even the helper's other verb; root's files stay root's.
+    // What runs is root's verified copy; the board says how it was verified.
+    assert_eq!(
+        board.run(&format!(
+            "cat /var/lib/segcam-releases/{a}/verification.json"
+        )),
+        r#"{"verification":"unsigned"}"#
+    );
+    // The deploy account reaches root through the helper's verbs and nothing else:
+    // sudo refuses other commands and the helper's other verb; the helper refuses a
+    // release it has not verified; root's files, the verified copy included, stay root's.
     for command in [
         "sudo -n /usr/local/sbin/segcam-root install-unit",
         "sudo -n /bin/sh -c id",
+        "sudo -n /usr/local/sbin/segcam-root switch 0123456789ab",
+        "sudo -n /usr/local/sbin/segcam-root accept ../../etc",
         "touch /etc/systemd/system/seg-cam.service",
         "touch /usr/local/sbin/segcam-root",
+        "touch /usr/local/lib/segcam/seg-cam /etc/segcam/keys/mine.pub",
+        "touch /var/lib/segcam-releases/current/model.onnx",
+        "ln -sfn /tmp /var/lib/segcam-releases/current",
     ] {
         let out = board.ssh_as("board", command);
         assert!(!out.status.success(), "{command}: {}", text(&out));
     }
-    // A unit written into a release is never installed.
+    assert_eq!(board.current(), a);
+    // A unit written into an upload is never installed.
     let out = board.ssh_as(
         "board",
-        "printf '[Service]\\nUser=root\\n' > /opt/segcam/current/seg-cam.service",
+        &format!("printf '[Service]\\nUser=root\\n' > /opt/segcam/releases/{a}/seg-cam.service"),
     );
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(board.get("/healthz").0, 200);
@@ -451,13 +470,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     // Content-addressed: the binary, the model and the board script are on the board
     // already; only the new config, the release notes and the manifest travel.
     let said = text(&out);
-    let sent: u64 = said
-        .split("deploy: sending ")
-        .nth(1)
-        .and_then(|rest| rest.split(" bytes)").next())
-        .and_then(|head| head.rsplit('(').next())
-        .and_then(|bytes| bytes.parse().ok())
-        .unwrap_or_else(|| panic!("no bytes-sent line: {said}"));
+    let sent = bytes_sent(&said);
     let binary = std::fs::metadata(board_binary()).unwrap().len();
     assert!(
         sent < binary / 10,
@@ -597,23 +610,7 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
     eprintln!("deploy test: step 13");
     // 13. A release that fails the fleet's golden set (made from a model of other
     // classes here) is refused on the board before the switch: nothing restarts.
-    let golden = files.path().join("golden");
-    let three = card(
-        segcam::ClassList {
-            names: scene_classes().names[..3].to_vec(),
-            colours: scene_classes().colours[..3].to_vec(),
-        },
-        24,
-        32,
-        false,
-    );
-    let other = write_model(files.path(), "other.onnx", &three);
-    let made = Command::new(workstation_seg_cam())
-        .args(["check", "--make", "--golden", golden.to_str().unwrap()])
-        .args(["--model", other.to_str().unwrap(), "--config", first])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
+    let golden = golden_of_other_classes(files.path(), first);
     let pid = board.service_pid();
     let out = board
         .release_command(model, first)
@@ -636,17 +633,26 @@ fn deploy_rolls_out_verifies_and_rolls_back_on_an_emulated_board() {
         .run("cat /opt/segcam/last-activation")
         .contains("refused-golden-set"));
 
-    // After all of that, root ran only `segcam-root restart` for the deploy account,
-    // and the unit is still provision's.
+    signed_releases(&board, model, first, files.path());
+
+    // After all of that, root ran only the helper's verbs for the deploy account, and
+    // the unit is still provision's.
     let log = board.run("cat /var/log/sudo.log");
     let allowed: Vec<&str> = log.lines().filter(|l| l.contains(" allowed ")).collect();
     assert!(allowed.len() >= 8, "{log}");
-    assert!(
-        allowed
-            .iter()
-            .all(|l| l.ends_with("allowed deploy: /usr/local/sbin/segcam-root restart")),
-        "{log}"
-    );
+    let verb = |line: &&str| {
+        let Some((_, call)) = line.split_once("allowed deploy: /usr/local/sbin/segcam-root ")
+        else {
+            return false;
+        };
+        match call.split_once(' ') {
+            // (the helper itself refuses an id that is not hexadecimal: step 1)
+            Some(("accept" | "switch", _)) => true,
+            None => call == "restart" || call == "prune",
+            _ => false,
+        }
+    };
+    assert!(allowed.iter().all(verb), "{log}");
     assert_eq!(
         board.run("cat /etc/systemd/system/seg-cam.service"),
         unit.trim()
@@ -788,12 +794,7 @@ fn the_release_carries_the_engine_the_config_names() {
     // Signed with one: release.json lists every file, and the workstation's seg-cam
     // verifies it as a board would.
     let seg_cam = workstation_seg_cam();
-    let key = dir.path().join("keys/release.key");
-    let made = Command::new(&seg_cam)
-        .args(["release", "keygen", "--key", key.to_str().unwrap()])
-        .output()
-        .unwrap();
-    assert!(made.status.success(), "{}", text(&made));
+    let (key, _) = keygen(dir.path(), "keys/release.key");
     let signed = dir.path().join("signed");
     let config = dir.path().join("tract.toml");
     let out = Command::new(workspace().join("deploy/deploy"))
@@ -876,7 +877,10 @@ fn the_unit_file_passes_systemd_analyze_verify() {
         let path = dir.path().join("seg-cam.service");
         std::fs::write(
             &path,
-            text.replace("/opt/segcam/current", current.to_str().unwrap()),
+            text.replace(
+                "/var/lib/segcam-releases/current",
+                current.to_str().unwrap(),
+            ),
         )
         .unwrap();
         let out = Command::new("systemd-analyze")
@@ -906,4 +910,170 @@ fn the_unit_file_passes_systemd_analyze_verify() {
     // The check itself notices a mistake.
     let (_, complaints) = check(&unit.replace("Restart=", "Restrt="));
     assert!(complaints.contains("Restrt"), "{complaints}");
+}
+
+/// Step 14, signed releases: with a key provisioned (again: keys rotate that way) the board
+/// runs only what that key signed, for its kind, with a newer counter, every file as
+/// signed: root checks its own copy with provisioning's seg-cam before anything
+/// switches, and says which rule failed. A rollback to a release verified before stays
+/// allowed. The deploy's own upload path and a hand-made upload (what anyone with the
+/// deploy account could do) are refused alike.
+fn signed_releases(board: &Board, model: &str, config: &str, dir: &Path) {
+    eprintln!("deploy test: step 14");
+    let (key, key_id) = keygen(dir, "release.key");
+    let (stranger, _) = keygen(dir, "stranger.key");
+    let out = board.deploy(&[
+        "provision",
+        "board=admin",
+        "user=deploy",
+        &format!("keys={}", key.with_extension("pub").display()),
+    ]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        text(&out).contains("1 trusted release key"),
+        "{}",
+        text(&out)
+    );
+    // A config of its own for each release (same model and binary: new ids).
+    let variant = |tag: &str| {
+        let path = dir.join(format!("{tag}.toml"));
+        let base = std::fs::read_to_string(config).unwrap();
+        std::fs::write(&path, format!("{base}\n# {tag}\n")).unwrap();
+        path.display().to_string()
+    };
+    let (running, pid) = (board.current(), board.service_pid());
+    let refused = |out: &Output, reason: &str| {
+        let said = text(out);
+        assert_eq!(out.status.code(), Some(1), "{said}");
+        assert!(said.contains(reason), "{said}");
+        assert!(said.contains("failed the board's verification"), "{said}");
+        assert_eq!(board.current(), running, "{said}");
+        assert_eq!(
+            board.service_pid(),
+            pid,
+            "seg-cam was not restarted: {said}"
+        );
+    };
+
+    let out = board.deploy_release(model, &variant("unsigned"));
+    refused(&out, "unsigned: no release.json.minisig");
+    let out = board
+        .release_command(model, &variant("stranger"))
+        .arg(format!("key={}", stranger.display()))
+        .output()
+        .unwrap();
+    refused(&out, "which this board does not trust");
+    let out = board
+        .release_command(model, &variant("other-board"))
+        .arg(format!("key={}", key.display()))
+        .arg("boards=riscv64-linux")
+        .output()
+        .unwrap();
+    refused(&out, "not for this board (aarch64-linux)");
+    assert!(board
+        .run("cat /opt/segcam/last-activation")
+        .contains("refused-verification"));
+
+    let out = board
+        .release_command(model, &variant("signed"))
+        .arg(format!("key={}", key.display()))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let signed = release_id(&out);
+    assert_eq!(board.current(), signed);
+    // Root keeps one copy of a binary its verified releases share (linked by content).
+    let links = board.run(&format!(
+        "stat -c %h /var/lib/segcam-releases/{signed}/seg-cam"
+    ));
+    assert!(links.parse::<u32>().unwrap() >= 2, "{links}");
+    let out = board.deploy(&["status", "board=board"]);
+    assert!(
+        text(&out).contains(&format!("verified: signed by key {key_id} (counter ")),
+        "{}",
+        text(&out)
+    );
+    let (code, metrics) = board.get("/metrics");
+    assert_eq!(code, 200);
+    assert!(
+        metrics.contains(&format!(
+            "segcam_release_info{{release=\"{signed}\",verification=\"signed\",key_id=\"{key_id}\"}} 1"
+        )),
+        "{metrics}"
+    );
+    assert!(metrics.contains("segcam_release_counter "), "{metrics}");
+
+    // Hand-made uploads by the deploy account: a signed release whose model changed
+    // after signing (its MANIFEST.sha256 made to match), and one signed again with an
+    // older counter than the board accepted.
+    let bundle = dir.join("bundle");
+    let out = board
+        .deploy_command(&[
+            "bundle",
+            bundle.to_str().unwrap(),
+            &format!("model={model}"),
+            &format!("config={}", variant("bundle")),
+            &format!("key={}", key.display()),
+            "golden=off",
+        ])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let (pid, running) = (board.service_pid(), board.current());
+    let hand_made = |id: &str, folder: &Path| {
+        let tar = Command::new("tar")
+            .arg("-C")
+            .arg(folder)
+            .args(["-cf", "-", "."])
+            .output()
+            .unwrap();
+        assert!(tar.status.success());
+        let archive = dir.join(format!("{id}.tar"));
+        std::fs::write(&archive, tar.stdout).unwrap();
+        let out = Command::new("ssh")
+            .arg("-F")
+            .arg(&board.ssh_config)
+            .arg("board")
+            .arg(format!(
+                "mkdir /opt/segcam/releases/{id} && tar -xf - -C /opt/segcam/releases/{id} && \
+                 SEGCAM_SOAK=1 sh /var/lib/segcam-releases/current/segcam-board activate {id}"
+            ))
+            .stdin(std::fs::File::open(&archive).unwrap())
+            .output()
+            .unwrap();
+        assert_eq!(out.status.code(), Some(5), "{}", text(&out));
+        assert_eq!(board.current(), running);
+        assert_eq!(board.service_pid(), pid);
+        assert!(!board.run("ls /var/lib/segcam-releases/").contains(id));
+        text(&out)
+    };
+    let tampered = dir.join("tampered");
+    assert!(Command::new("cp")
+        .arg("-r")
+        .arg(&bundle)
+        .arg(&tampered)
+        .status()
+        .unwrap()
+        .success());
+    tamper_with_model(&tampered);
+    let said = hand_made("00000000000a", &tampered);
+    // the first file found changed: MANIFEST.sha256 (listed and signed too)
+    assert!(said.contains(": changed after signing"), "{said}");
+
+    let out = Command::new(workstation_seg_cam())
+        .args(["release", "sign"])
+        .arg(&bundle)
+        .arg("--key")
+        .arg(&key)
+        .args(["--board", "aarch64-linux", "--counter", "1000"])
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let said = hand_made("00000000000b", &bundle);
+    assert!(said.contains("counter 1000 is not above"), "{said}");
+
+    // Back to the unsigned release verified before the key was provisioned: allowed.
+    let out = board.deploy(&["rollback", "board=board"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_ne!(board.current(), signed);
 }

@@ -249,14 +249,20 @@ fn rpi_image_has_the_pis_boot_partition_and_root() {
         fstab.contains(&format!("PARTUUID={disk_id}-02 / ext4")),
         "{fstab}"
     );
-    let current = debugfs(&rootfs, "stat /opt/segcam/current");
+    // current: root's verified copy of the release (the upload stays in /opt/segcam)
+    let current = debugfs(&rootfs, "stat /var/lib/segcam-releases/current");
     let release = current
         .split("Fast link dest: \"")
         .nth(1)
         .and_then(|rest| rest.split('"').next())
-        .unwrap_or_else(|| panic!("/opt/segcam/current is no link: {current}"));
-    let files = debugfs(&rootfs, &format!("ls /opt/segcam/{release}"));
-    for file in ["seg-cam", "model.onnx", "seg-cam.toml"] {
+        .unwrap_or_else(|| panic!("/var/lib/segcam-releases/current is no link: {current}"));
+    let files = debugfs(&rootfs, &format!("ls /var/lib/segcam-releases/{release}"));
+    let upload = debugfs(&rootfs, &format!("ls /opt/segcam/releases/{release}"));
+    assert!(
+        upload.contains("model.onnx"),
+        "no upload of {release}: {upload}"
+    );
+    for file in ["seg-cam", "model.onnx", "seg-cam.toml", "verification.json"] {
         assert!(files.contains(file), "no {file} in {release}: {files}");
     }
     let wants = debugfs(&rootfs, "ls /etc/systemd/system/multi-user.target.wants");

@@ -95,6 +95,23 @@ pub fn metrics_text(stats: &Stats, clients: usize) -> String {
             real(score)
         ));
     }
+    // The info-metric pattern: the labels carry it, the value is 1.
+    if let Some(release) = &stats.release {
+        out.push_str(&format!(
+            "# HELP segcam_release_info The running release and how the board verified it before it ran.\n\
+             # TYPE segcam_release_info gauge\n\
+             segcam_release_info{{release=\"{}\",verification=\"{}\",key_id=\"{}\"}} 1\n",
+            label_value(&release.release),
+            label_value(&release.verification),
+            label_value(release.key_id.as_deref().unwrap_or(""))
+        ));
+        if let Some(counter) = release.counter {
+            out.push_str(&format!(
+                "# HELP segcam_release_counter The signed release counter of the running release.\n\
+                 # TYPE segcam_release_counter gauge\nsegcam_release_counter {counter}\n"
+            ));
+        }
+    }
     out
 }
 
@@ -109,6 +126,39 @@ fn label_value(text: &str) -> String {
 mod tests {
     use super::*;
     use crate::drift::{ClassShare, DriftStats};
+    use crate::provenance::Provenance;
+
+    #[test]
+    fn the_release_and_its_verification_are_an_info_metric() {
+        let mut stats = Stats::default();
+        assert!(!metrics_text(&stats, 0).contains("segcam_release"));
+        stats.release = Some(Provenance {
+            release: "0123abcd".into(),
+            verification: "signed".into(),
+            key_id: Some("ABCDEF0123456789".into()),
+            counter: Some(1_700_000_000),
+        });
+        let text = metrics_text(&stats, 0);
+        assert!(
+            text.contains("segcam_release_info{release=\"0123abcd\",verification=\"signed\",key_id=\"ABCDEF0123456789\"} 1\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("segcam_release_counter 1700000000\n"),
+            "{text}"
+        );
+        stats.release = Some(Provenance {
+            release: "0123abcd".into(),
+            verification: "unsigned".into(),
+            ..Provenance::default()
+        });
+        let text = metrics_text(&stats, 0);
+        assert!(
+            text.contains("verification=\"unsigned\",key_id=\"\"} 1\n"),
+            "{text}"
+        );
+        assert!(!text.contains("segcam_release_counter"), "{text}");
+    }
 
     #[test]
     fn class_shares_and_drift_are_exposed_with_escaped_names() {

@@ -12,6 +12,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::classes::PresentClass;
 use crate::drift::DriftStats;
+use crate::provenance::Provenance;
 
 /// What the pipeline reports with each frame.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -42,6 +43,9 @@ pub struct Stats {
     /// Class shares over the recent frames and their distance from the training set's.
     #[serde(default)]
     pub drift: DriftStats,
+    /// How the board verified the release that runs (none outside a verified release).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub release: Option<Provenance>,
 }
 
 /// The pipeline's health as `/healthz` reports it.

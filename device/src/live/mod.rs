@@ -29,6 +29,7 @@ use crate::error::{Error, Result};
 use crate::framebuffer::Framebuffer;
 use crate::http::{HttpServer, Published};
 use crate::overlay::OverlayOptions;
+use crate::provenance::Provenance;
 use crate::queue::DropQueue;
 use crate::source::Input;
 use capture::{Frame, Opener};
@@ -141,6 +142,13 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
         blank_size: (config.width, config.height),
         drift_window: config.drift_window,
         class_distribution: card.class_distribution.clone(),
+        release: match Provenance::of_model(&config.model) {
+            Ok(record) => record,
+            Err(problem) => {
+                tracing::warn!("the release's verification record is unreadable: {problem}");
+                None
+            }
+        },
     };
     let sinks = output::Sinks {
         http: server.as_ref().map(|_| published.clone()),

@@ -23,6 +23,7 @@ use crate::http::{Published, Stats};
 use crate::hud::{self, HudInfo};
 use crate::jpeg::{encode_jpeg, MAX_SIDE};
 use crate::overlay::{Overlay, OverlayOptions};
+use crate::provenance::Provenance;
 use crate::queue::{DropQueue, Pop};
 use crate::resize::resample_labels;
 
@@ -46,6 +47,8 @@ pub struct Settings {
     pub drift_window: usize,
     /// The training set's class shares (the model card's), for the drift score.
     pub class_distribution: Option<Vec<f64>>,
+    /// How the board verified the release this model came from.
+    pub release: Option<Provenance>,
 }
 
 /// Where frames go.
@@ -329,6 +332,7 @@ impl Stage<'_> {
                 no_signal: false,
                 problem: None,
                 drift: self.drift_stats(),
+                release: self.settings.release.clone(),
             };
             if let (true, Some(jpeg)) = (publish, jpeg) {
                 published.publish(jpeg, stats);
@@ -409,6 +413,7 @@ impl Stage<'_> {
                 no_signal: true,
                 problem: self.status.last_problem(),
                 drift: self.drift_stats(),
+                release: self.settings.release.clone(),
                 ..Stats::default()
             };
             match jpeg {

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 use anyhow::{bail, Context};
 use clap::{Parser, Subcommand};
 
+use segcam::provenance::Provenance;
 use segcam::release::{self, ModelSummary, ReleaseManifest, TrustedKeys};
 
 /// Exit status of `verify` when the release is refused (1 is any other error).
@@ -71,6 +72,10 @@ enum Command {
         /// On success, record the release's counter in --counter-file.
         #[arg(long, requires = "counter_file")]
         accept: bool,
+        /// On success, write how it was verified (key id, counter) to FILE as JSON
+        /// (the board keeps it as the release's verification.json for /metrics).
+        #[arg(long, value_name = "FILE")]
+        record: Option<PathBuf>,
     },
 }
 
@@ -89,7 +94,15 @@ pub fn main(cli: ReleaseCli) -> anyhow::Result<ExitCode> {
             board,
             counter_file,
             accept,
-        } => verify(&dir, &keys, &board, counter_file.as_deref(), accept),
+            record,
+        } => verify(
+            &dir,
+            &keys,
+            &board,
+            counter_file.as_deref(),
+            accept,
+            record.as_deref(),
+        ),
     }
 }
 
@@ -175,6 +188,7 @@ fn verify(
     board: &str,
     counter_file: Option<&Path>,
     accept: bool,
+    record: Option<&Path>,
 ) -> anyhow::Result<ExitCode> {
     let trusted = TrustedKeys::load(keys)?;
     if trusted.ids().next().is_none() {
@@ -198,6 +212,15 @@ fn verify(
                     .map(|model| format!(", model {}", model.name))
                     .unwrap_or_default()
             );
+            if let Some(path) = record {
+                let provenance = Provenance {
+                    release: String::new(),
+                    verification: "signed".into(),
+                    key_id: Some(verified.key_id.clone()),
+                    counter: Some(m.counter),
+                };
+                write_whole(path, &serde_json::to_vec(&provenance)?)?;
+            }
             if let (true, Some(path)) = (accept, counter_file) {
                 write_whole(path, format!("{}\n", m.counter).as_bytes())?;
             }
