@@ -41,7 +41,7 @@ impl Fleet {
             .env("SEGCAM_BOARD_BIN", board_binary())
             .env("SEGCAM_VERIFIER_BIN", board_binary())
             .env("SEGCAM_SEG_CAM", workstation_seg_cam())
-            .env("SEGCAM_HEALTH_TIMEOUT", "25")
+            .env("SEGCAM_HEALTH_TIMEOUT", "15")
             .env("SEGCAM_SOAK", "2")
             // No release key of this machine's account: the test's own.
             .env("XDG_CONFIG_HOME", self.path().join("config"))
