@@ -35,6 +35,26 @@ def rss_mib(pid):
     return None
 
 
+def thread_cpu(pid):
+    """CPU seconds (user + system) used so far by the threads of `pid`, by thread name."""
+    tick = os.sysconf("SC_CLK_TCK")
+    used = {}
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return used
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/stat") as f:
+                stat = f.read()
+        except OSError:
+            continue  # a thread that ended
+        name = stat[stat.index("(") + 1:stat.rindex(")")]
+        fields = stat[stat.rindex(")") + 2:].split()
+        used[name] = used.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return used
+
+
 def viewer(port, stop):
     """Read the MJPEG stream like a browser would, and throw it away."""
     while not stop.is_set():
@@ -84,13 +104,17 @@ def main():
     start = time.monotonic()
     memory = []  # (seconds, MiB)
     next_sample = 0.0
+    cpu_from = None  # (seconds, CPU by thread) when the warm-up ended
     while (elapsed := time.monotonic() - start) < args.seconds:
         if proc.poll() is not None:
             sys.exit(f"seg-cam stopped early with status {proc.returncode}: {' '.join(cmd)}")
+        if cpu_from is None and elapsed >= args.warmup:
+            cpu_from = (elapsed, thread_cpu(proc.pid))
         if elapsed >= next_sample:
             memory.append((round(elapsed, 1), rss_mib(proc.pid)))
             next_sample += max(1.0, args.seconds / 120)
         time.sleep(0.2)
+    cpu_to = (time.monotonic() - start, thread_cpu(proc.pid))
     proc.send_signal(2)  # SIGINT: seg-cam stops cleanly and flushes its stats
     proc.wait(timeout=30)
     stop.set()
@@ -120,6 +144,7 @@ def main():
         "bench_ms": args.bench_ms,
         "inference_over_bench": inference["median"] / args.bench_ms if args.bench_ms else None,
         "fps_over_bench_ceiling": fps * args.bench_ms / 1000 if args.bench_ms else None,
+        "preprocess_ms": spread([f["preprocess_ms"] for f in frames if "preprocess_ms" in f]),
         "overlay_ms": spread([f["overlay_ms"] for f in frames]),
         "jpeg_ms": spread([f["jpeg_ms"] for f in frames if f.get("jpeg_ms") is not None]),
         "latency_ms": spread([f["latency_ms"] for f in frames]),
@@ -128,18 +153,40 @@ def main():
                     "samples": memory},
         "machine": f"{platform.machine()}, {os.cpu_count()} cores",
     }
+    # CPU per frame of each of seg-cam's threads over the same span (from /proc): on a
+    # machine whose cores inference keeps busy, the stages' wall times above include
+    # waiting for a core, CPU time is their cost.
+    cpu_frames = fps * (cpu_to[0] - cpu_from[0]) if cpu_from else 0
+    result["cpu_ms_per_frame"] = {
+        name: 1000 * (used - cpu_from[1].get(name, 0.0)) / cpu_frames
+        for name, used in sorted(cpu_to[1].items())} if cpu_frames else {}
+    # Everything per frame that is not running the model: fitting the frame to the
+    # input (its wall time, on the inference thread), and the CPU of the threads that
+    # do nothing else — capture (here the test scene; a camera's conversion), output
+    # (overlay, HUD, JPEG) and the HTTP server — against the bare model's time (or,
+    # without one, the inference stage's).
+    p, o, j = result["preprocess_ms"], result["overlay_ms"], result["jpeg_ms"]
+    cpu = result["cpu_ms_per_frame"]
+    result["non_inference_ms"] = (p["median"] if p else 0) + sum(
+        v for name, v in cpu.items() if name in ("capture", "output") or name.startswith("segcam-http"))
+    result["non_inference_share"] = result["non_inference_ms"] / (args.bench_ms or inference["median"])
     if args.out:
         with open(args.out, "w") as f:
             json.dump(result, f, indent=2)
-    o, j, r = result["overlay_ms"], result["jpeg_ms"], result["rss_mib"]
+    r = result["rss_mib"]
     print(f"pipeline on {result['input']}, {result['model']}, threads {args.threads}, {args.seconds:.0f} s:")
     print(f"  frames/s {fps:.2f} vs 1/inference {ceiling:.2f} (median inference {inference['median']:.1f} ms)"
           f" → ratio {result['fps_over_inference_ceiling']:.2f}")
     if args.bench_ms:
         print(f"  inference stage {inference['median']:.1f} ms vs seg-cam bench {args.bench_ms:.1f} ms"
               f" ({result['inference_over_bench']:.2f}×); frames/s × bench ms = {result['fps_over_bench_ceiling']:.2f}")
-    print(f"  overlay {o['median']:.1f} ms, JPEG {j['median']:.1f} ms per frame (medians)"
-          if j else f"  overlay {o['median']:.1f} ms per frame (median); no JPEG encoded")
+    print(f"  overlay {o['median']:.1f} ms, "
+          + (f"JPEG {j['median']:.1f} ms" if j else "no JPEG encoded")
+          + " per frame (wall, medians)")
+    print("  CPU ms per frame by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
+    print(f"  not inference: fit {p['median'] if p else 0:.1f} ms + capture, output and HTTP threads' CPU"
+          f" = {result['non_inference_ms']:.1f} ms per frame, {100 * result['non_inference_share']:.0f} % of the "
+          + ("bare model's time" if args.bench_ms else "inference stage"))
     print(f"  resident memory after warm-up: first {r['first']:.1f} MiB, last {r['last']:.1f} MiB,"
           f" max {r['max']:.1f} MiB")
 

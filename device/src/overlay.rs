@@ -59,27 +59,18 @@ impl Default for OverlayOptions {
 /// `premul = alpha·colour` per channel and `keep = 255 − alpha`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 struct Tint {
-    premul: [u32; 3],
-    keep: u32,
+    /// `alpha·colour` ≤ 255·255: 16 bits.
+    premul: [u16; 3],
+    keep: u16,
 }
 
 impl Tint {
     fn new(colour: [u8; 3], alpha: u8) -> Self {
-        let a = alpha as u32;
+        let a = alpha as u16;
         Self {
-            premul: colour.map(|c| a * c as u32),
+            premul: colour.map(|c| a * c as u16),
             keep: 255 - a,
         }
-    }
-
-    #[inline(always)]
-    fn apply(&self, pixel: [u8; 3]) -> [u8; 3] {
-        let mut out = [0u8; 3];
-        for c in 0..3 {
-            // Interpolated tints may round a hair above 255·255: clamp.
-            out[c] = ((self.premul[c] + self.keep * pixel[c] as u32 + 127) / 255).min(255) as u8;
-        }
-        out
     }
 }
 
@@ -130,6 +121,16 @@ pub struct Overlay {
     over_black: Box<[Tint; 256]>,
     /// Column taps for (class-map width, frame width, filter).
     columns: Option<((u32, u32, Filter), Vec<Tap>)>,
+    /// One output row's tint, channel by channel (kept between rows and frames).
+    row: RowTints,
+}
+
+/// The tint of every channel of one output row: looked up per pixel first, then
+/// blended in one pass over the bytes that the compiler turns into SIMD.
+#[derive(Debug, Clone, Default)]
+struct RowTints {
+    premul: Vec<u16>,
+    keep: Vec<u16>,
 }
 
 impl Overlay {
@@ -156,6 +157,7 @@ impl Overlay {
             over_frame,
             over_black,
             columns: None,
+            row: RowTints::default(),
         }
     }
 
@@ -212,6 +214,7 @@ impl Overlay {
         let out_stride = ow as usize * 3;
         let map = class_map.as_raw();
         let out_raw: &mut [u8] = out;
+        let mut looked_up = None;
         for (y, row_tap) in rows.iter().enumerate() {
             let frame_row = &frame.as_raw()[y * frame_stride..][..frame_stride];
             let out_row = &mut out_raw[y * out_stride..][..out_stride];
@@ -222,17 +225,24 @@ impl Overlay {
                 hi: map_hi,
                 w: row_tap.w,
             };
+            let row = &mut self.row;
+            let tints = match self.options.visualize {
+                Visualize::Overlay => &self.over_frame,
+                Visualize::Mask | Visualize::SideBySide => &self.over_black,
+            };
+            // Rows upsampled from one class-map row with one weight look the same.
+            let same_source = (row_tap.lo, row_tap.hi, row_tap.w);
+            if looked_up != Some(same_source) {
+                row.look_up(tints, &src, columns);
+                looked_up = Some(same_source);
+            }
             match self.options.visualize {
-                Visualize::Overlay => {
-                    compose_row::<true>(&self.over_frame, &src, columns, frame_row, out_row)
-                }
-                Visualize::Mask => {
-                    compose_row::<false>(&self.over_black, &src, columns, frame_row, out_row)
-                }
+                Visualize::Overlay => row.blend_over(frame_row, out_row),
+                Visualize::Mask => row.blend_over_black(out_row),
                 Visualize::SideBySide => {
                     let (left, right) = out_row.split_at_mut(frame_stride);
                     left.copy_from_slice(frame_row);
-                    compose_row::<false>(&self.over_black, &src, columns, frame_row, right);
+                    row.blend_over_black(right);
                 }
             }
         }
@@ -254,41 +264,63 @@ struct MapRows<'a> {
     w: u32,
 }
 
-/// One output row. `OVER_FRAME`: blend over the frame's pixels, else over black.
-#[inline(always)]
-fn compose_row<const OVER_FRAME: bool>(
-    tints: &[Tint; 256],
-    src: &MapRows,
-    columns: &[Tap],
-    frame_row: &[u8],
-    out_row: &mut [u8],
-) {
-    let pixels = out_row.chunks_exact_mut(3).zip(frame_row.chunks_exact(3));
-    for ((out, px), tap) in pixels.zip(columns) {
-        let pixel = if OVER_FRAME {
-            [px[0], px[1], px[2]]
-        } else {
-            [0; 3]
-        };
-        let (a, b) = (src.lo[tap.lo as usize], src.lo[tap.hi as usize]);
-        let (c, d) = (src.hi[tap.lo as usize], src.hi[tap.hi as usize]);
-        let tint = if a == b && a == c && a == d {
-            // Inside a region (almost every pixel): one class, no interpolation.
-            tints[a as usize]
-        } else {
-            bilinear(
-                [
-                    &tints[a as usize],
-                    &tints[b as usize],
-                    &tints[c as usize],
-                    &tints[d as usize],
-                ],
-                tap.w,
-                src.w,
-            )
-        };
-        out.copy_from_slice(&tint.apply(pixel));
+impl RowTints {
+    /// Each output pixel's tint, from the class-map rows `src` and the column taps.
+    fn look_up(&mut self, tints: &[Tint; 256], src: &MapRows, columns: &[Tap]) {
+        let n = 3 * columns.len();
+        self.premul.resize(n, 0);
+        self.keep.resize(n, 0);
+        let lanes = self
+            .premul
+            .chunks_exact_mut(3)
+            .zip(self.keep.chunks_exact_mut(3));
+        for ((premul, keep), tap) in lanes.zip(columns) {
+            let (a, b) = (src.lo[tap.lo as usize], src.lo[tap.hi as usize]);
+            let (c, d) = (src.hi[tap.lo as usize], src.hi[tap.hi as usize]);
+            let tint = if a == b && a == c && a == d {
+                // Inside a region (almost every pixel): one class, no interpolation.
+                &tints[a as usize]
+            } else {
+                &bilinear(
+                    [
+                        &tints[a as usize],
+                        &tints[b as usize],
+                        &tints[c as usize],
+                        &tints[d as usize],
+                    ],
+                    tap.w,
+                    src.w,
+                )
+            };
+            premul.copy_from_slice(&tint.premul);
+            keep.fill(tint.keep);
+        }
     }
+
+    /// `out = (premul + keep·pixel) / 255`, rounded, byte by byte.
+    fn blend_over(&self, frame_row: &[u8], out_row: &mut [u8]) {
+        let n = self.premul.len();
+        let lanes = out_row[..n].iter_mut().zip(&frame_row[..n]);
+        for ((out, &px), (&premul, &keep)) in lanes.zip(self.premul.iter().zip(&self.keep)) {
+            *out = div255(premul as u32 + keep as u32 * px as u32);
+        }
+    }
+
+    /// The same over black pixels: the colour alone.
+    fn blend_over_black(&self, out_row: &mut [u8]) {
+        for (out, &premul) in out_row.iter_mut().zip(&self.premul) {
+            *out = div255(premul as u32);
+        }
+    }
+}
+
+/// `v / 255` rounded to nearest, for `v` up to 65 662 (above 255·255, where interpolated
+/// tints may round to, is clamped to 255): shifts and adds, which SIMD units have and a
+/// division by a constant does not vectorise to.
+#[inline(always)]
+fn div255(v: u32) -> u8 {
+    let t = v + 128;
+    ((t + (t >> 8)) >> 8).min(255) as u8
 }
 
 /// Tints `[top-left, top-right, bottom-left, bottom-right]` blended with weights `wx`,
@@ -296,10 +328,11 @@ fn compose_row<const OVER_FRAME: bool>(
 #[inline]
 fn bilinear(t: [&Tint; 4], wx: u32, wy: u32) -> Tint {
     let lerp = |p: u32, q: u32| p * (ONE - wx) + q * wx;
-    let mix = |f: &dyn Fn(&Tint) -> u32| {
-        let top = lerp(f(t[0]), f(t[1]));
-        let bottom = lerp(f(t[2]), f(t[3]));
-        (top * (ONE - wy) + bottom * wy + (1 << (2 * FRAC_BITS - 1))) >> (2 * FRAC_BITS)
+    // A weighted mean of values ≤ 255·255 (weights summing to ONE²) stays ≤ 255·255.
+    let mix = |f: &dyn Fn(&Tint) -> u16| {
+        let top = lerp(f(t[0]) as u32, f(t[1]) as u32);
+        let bottom = lerp(f(t[2]) as u32, f(t[3]) as u32);
+        ((top * (ONE - wy) + bottom * wy + (1 << (2 * FRAC_BITS - 1))) >> (2 * FRAC_BITS)) as u16
     };
     Tint {
         premul: [
@@ -351,6 +384,14 @@ mod tests {
                 ((alpha * colour[c] as u32 + (255 - alpha) * pixel[c] as u32 + 127) / 255) as u8;
         }
         out
+    }
+
+    #[test]
+    fn div255_rounds_to_nearest_over_every_blend_value() {
+        for v in 0..=255 * 255 + 255 {
+            let exact = ((v + 127) / 255).min(255) as u8;
+            assert_eq!(div255(v), exact, "{v}");
+        }
     }
 
     #[test]

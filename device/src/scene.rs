@@ -89,6 +89,64 @@ fn still(seed: u64, index: u64) -> (Background, Vec<Placement>) {
 /// A moving scene for a live test source: frame at time `t` seconds; objects drift and
 /// bounce smoothly; deterministic for (seed, t, w, h).
 pub fn render_frame(seed: u64, t: f64, width: u32, height: u32) -> Scene {
+    let (background, placed) = moving(seed, t);
+    // The background pans slowly, as a hand-held camera would.
+    let t = if t.is_finite() { t } else { 0.0 };
+    let pan = ((t * 0.02).rem_euclid(1000.0) as f32, 0.0);
+    draw(&background, &placed, pan, width, height)
+}
+
+/// The moving scene of a family drawn frame after frame at one size, as `test://` does:
+/// the camera stands still (no pan), so the textured background — most of the cost of a
+/// frame — is drawn once and each frame draws only the objects over it. Frame `t` is
+/// the same picture [`render_frame`] would draw with the background's pan at zero.
+pub struct LiveScene {
+    seed: u64,
+    width: u32,
+    height: u32,
+    backdrop: Vec<Rgb>,
+    backdrop_bytes: Vec<u8>,
+}
+
+impl std::fmt::Debug for LiveScene {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("LiveScene")
+            .field("seed", &self.seed)
+            .field("width", &self.width)
+            .field("height", &self.height)
+            .finish_non_exhaustive()
+    }
+}
+
+impl LiveScene {
+    pub fn new(seed: u64, width: u32, height: u32) -> Self {
+        let (background, _) = moving(seed, 0.0);
+        let (w, h) = (width as f32, height as f32);
+        let mut backdrop = Vec::with_capacity(width as usize * height as usize);
+        for y in 0..height {
+            let mut row = background.row(y, h, w / h, (0.0, 0.0));
+            backdrop.extend((0..width).map(|x| background.colour(&mut row, x)));
+        }
+        let backdrop_bytes = backdrop.iter().flat_map(|c| c.map(to_u8)).collect();
+        Self {
+            seed,
+            width,
+            height,
+            backdrop,
+            backdrop_bytes,
+        }
+    }
+
+    /// The picture at scene time `t` seconds.
+    pub fn frame(&self, t: f64) -> RgbImage {
+        let (_, placed) = moving(self.seed, t);
+        let backdrop = Backdrop::Drawn(&self.backdrop, &self.backdrop_bytes);
+        draw_tiled(&backdrop, &placed, self.width, self.height, LIVE_TILE).image
+    }
+}
+
+/// The layout of the moving scene of family `seed` at time `t` seconds.
+fn moving(seed: u64, t: f64) -> (Background, Vec<Placement>) {
     let t = if t.is_finite() { t } else { 0.0 };
     let mut rng = scene_rng(seed, FRAME_FAMILY);
     let background = Background::random(&mut rng);
@@ -114,9 +172,7 @@ pub fn render_frame(seed: u64, t: f64, width: u32, height: u32) -> Scene {
             }
         })
         .collect();
-    // The background pans slowly, as a hand-held camera would.
-    let pan = ((t * 0.02).rem_euclid(1000.0) as f32, 0.0);
-    draw(&background, &placed, pan, width, height)
+    (background, placed)
 }
 
 /// The generator of one scene: ChaCha8 (stable across `rand` versions) keyed by both
@@ -172,17 +228,64 @@ impl Pixels<'_> {
 /// Side of the square tiles that are classified against each object at once.
 const TILE: u32 = 8;
 
+/// The live scene's tiles: smaller, so the band around each border drawn pixel by pixel
+/// is half as wide (its margin scales with the tile), for more tiles to classify.
+const LIVE_TILE: u32 = 4;
+
 fn draw(bg: &Background, placed: &[Placement], pan: V, width: u32, height: u32) -> Scene {
-    draw_tiled(bg, placed, pan, width, height, TILE)
+    draw_tiled(&Backdrop::Texture(bg, pan), placed, width, height, TILE)
+}
+
+/// Where the background's colour comes from.
+enum Backdrop<'a> {
+    /// Computed per pixel from the texture, panned.
+    Texture(&'a Background, V),
+    /// Already computed, row by row: width × height colours, and the same as RGB bytes.
+    Drawn(&'a [Rgb], &'a [u8]),
+}
+
+impl<'a> Backdrop<'a> {
+    /// Row `y` of an image `width` × `h` (`aspect`: width / h).
+    fn row(&self, y: u32, width: u32, h: f32, aspect: f32) -> BackdropRow<'a> {
+        match *self {
+            Backdrop::Texture(bg, pan) => BackdropRow::Texture(bg, bg.row(y, h, aspect, pan)),
+            Backdrop::Drawn(colours, bytes) => {
+                let start = y as usize * width as usize;
+                let end = start + width as usize;
+                BackdropRow::Drawn(&colours[start..end], &bytes[3 * start..3 * end])
+            }
+        }
+    }
+}
+
+enum BackdropRow<'a> {
+    Texture(&'a Background, BgRow),
+    Drawn(&'a [Rgb], &'a [u8]),
+}
+
+impl BackdropRow<'_> {
+    fn colour(&mut self, x: u32) -> Rgb {
+        match self {
+            BackdropRow::Texture(bg, row) => bg.colour(row, x),
+            BackdropRow::Drawn(colours, _) => colours[x as usize],
+        }
+    }
+
+    /// The row as RGB bytes, when it is already drawn.
+    fn bytes(&self) -> Option<&[u8]> {
+        match self {
+            BackdropRow::Texture(..) => None,
+            BackdropRow::Drawn(_, bytes) => Some(bytes),
+        }
+    }
 }
 
 /// Render with `tile`-sized blocks: a block whose centre lies far inside or outside an
 /// object takes that answer for all its pixels, so distance fields (the costly part)
 /// are evaluated per pixel only near borders. `tile = 1` is plain per-pixel rendering.
 fn draw_tiled(
-    bg: &Background,
+    backdrop: &Backdrop,
     placed: &[Placement],
-    pan: V,
     width: u32,
     height: u32,
     tile: u32,
@@ -249,10 +352,22 @@ fn draw_tiled(
         }
         for y in ty..ty + th {
             let py = y as f32 + 0.5;
-            let mut row = bg.row(y, h, w / h, pan);
-            for x in 0..width {
-                let px = x as f32 + 0.5;
+            let mut row = backdrop.row(y, width, h, w / h);
+            let mut x = 0;
+            while x < width {
                 let tile_parts = &parts[(x / tile) as usize * n..][..n];
+                if let Some(bytes) = row.bytes() {
+                    if x % tile == 0 && tile_parts.iter().all(|p| matches!(p, Part::Outside)) {
+                        // Background only, already drawn: copy the tile's row (label 0).
+                        let end = (x + tile).min(width);
+                        let span = 3 * x as usize..3 * end as usize;
+                        let at = 3 * (y * width) as usize;
+                        image_buf[at + span.start..at + span.end].copy_from_slice(&bytes[span]);
+                        x = end;
+                        continue;
+                    }
+                }
+                let px = x as f32 + 0.5;
                 for ((d, part), o) in dist.iter_mut().zip(tile_parts).zip(&objects) {
                     *d = match part {
                         Part::Outside => f32::INFINITY,
@@ -265,7 +380,7 @@ fn draw_tiled(
                 let first = dist.iter().rposition(|d| *d <= -0.5);
                 let mut colour = match first {
                     Some(_) => [0.0; 3],
-                    None => bg.colour(&mut row, x),
+                    None => row.colour(x),
                 };
                 for (d, o) in dist.iter().zip(&objects).skip(first.unwrap_or(0)) {
                     let cover = (0.5 - d).clamp(0.0, 1.0);
@@ -288,6 +403,7 @@ fn draw_tiled(
                 let i = (y * width + x) as usize;
                 image_buf[3 * i..3 * i + 3].copy_from_slice(&colour.map(to_u8));
                 label_buf[i] = label;
+                x += 1;
             }
         }
     }
@@ -1310,11 +1426,28 @@ mod tests {
     }
 
     #[test]
+    fn the_live_scene_is_the_moving_scene_on_a_still_background() {
+        let live = LiveScene::new(5, W, H);
+        for t in [0.0, 1.0, 7.3] {
+            let (bg, placed) = moving(5, t);
+            let drawn = draw(&bg, &placed, (0.0, 0.0), W, H);
+            assert!(
+                live.frame(t) == drawn.image,
+                "t = {t}: the drawn backdrop differs"
+            );
+        }
+        assert_ne!(live.frame(1.0), live.frame(1.1), "objects move");
+        // At t = 0 the pan is zero too: the very picture render_frame draws.
+        assert_eq!(live.frame(0.0), render_frame(5, 0.0, W, H).image);
+    }
+
+    #[test]
     fn tiled_rendering_matches_per_pixel_rendering() {
         for index in 0..12 {
             let (bg, placed) = still(11, index);
-            let tiled = draw_tiled(&bg, &placed, (0.0, 0.0), 190, 130, TILE);
-            let plain = draw_tiled(&bg, &placed, (0.0, 0.0), 190, 130, 1);
+            let texture = Backdrop::Texture(&bg, (0.0, 0.0));
+            let tiled = draw_tiled(&texture, &placed, 190, 130, TILE);
+            let plain = draw_tiled(&texture, &placed, 190, 130, 1);
             assert!(tiled == plain, "scene {index}: tiles change the result");
         }
     }

@@ -126,6 +126,8 @@ struct Stage<'a> {
     reported_no_signal: bool,
     skipped: u64,
     drift: ClassWindow,
+    /// The composed picture's buffer, reused from frame to frame.
+    picture: RgbImage,
 }
 
 /// Run until the queue closes, a stop is requested or `frames` are done (which
@@ -155,6 +157,7 @@ pub fn run(
         reported_no_signal: false,
         skipped: 0,
         drift,
+        picture: RgbImage::new(0, 0),
     };
     let result = stage.run(queue);
     queue.close();
@@ -274,7 +277,9 @@ impl Stage<'_> {
         let n = self.frames;
 
         let drawing = Instant::now();
-        let (mut picture, counts) = self.overlay.render(&frame.image, &map)?;
+        // The last frame's buffer: no fresh pages to fault in and clear every frame.
+        let mut picture = std::mem::take(&mut self.picture);
+        let counts = self.overlay.render_into(&frame.image, &map, &mut picture)?;
         self.drift.push(&counts);
         let legend = self.overlay.legend(&self.settings.classes, &counts);
         let info = HudInfo {
@@ -366,6 +371,7 @@ impl Stage<'_> {
             self.stats_line(&line)?;
         }
         self.last_frame = Some(frame.image);
+        self.picture = picture;
         Ok(())
     }
 

@@ -1,7 +1,18 @@
 //! `test://`: the moving generated scene (background, bird, bottle, car, person,
 //! tvmonitor — the demo model's classes), paced at the requested rate like a camera.
+//!
+//! A camera's frame costs the pipeline next to nothing (it arrives by DMA), while
+//! drawing a textured 640×480 scene takes ≈ 15 ms of CPU, which on a small board would
+//! be taken from inference and make the pipeline look slower than it is with a camera.
+//! So the camera stands still (the background is drawn once, [`scene::LiveScene`]), the
+//! objects move to a new place [`MOTION_RATE`] times a second (frames between repeat
+//! the picture, as a fast camera filming a slow scene sees it), and the motion is a clip
+//! of [`CLIP_SECONDS`] played forwards and backwards, each picture drawn the first time
+//! it is shown: after that, a frame costs one copy.
 
 use std::time::{Duration, Instant};
+
+use image::RgbImage;
 
 use super::{Next, Source, SourceOptions};
 use crate::error::Result;
@@ -9,6 +20,15 @@ use crate::scene;
 
 /// A scene family with several classes in view from the start.
 pub const DEFAULT_SEED: u64 = 21;
+
+/// Pictures drawn per second of scene time (objects move 25–75 px a second at 640 wide).
+pub const MOTION_RATE: f64 = 15.0;
+
+/// The length of the clip, forwards (30 pictures, 26 MiB at 640×480)…
+pub const CLIP_SECONDS: f64 = 2.0;
+
+/// …or fewer pictures for large frames, to hold at most this many bytes (2 at least).
+const CLIP_BYTES: usize = 32 << 20;
 
 #[derive(Debug)]
 pub struct TestScene {
@@ -18,6 +38,10 @@ pub struct TestScene {
     period: Duration,
     index: u64,
     start: Option<Instant>,
+    /// Drawn at the first frame, so that opening the source costs nothing.
+    scene: Option<scene::LiveScene>,
+    /// The clip's pictures, each drawn when first shown.
+    clip: Vec<Option<RgbImage>>,
 }
 
 impl TestScene {
@@ -29,8 +53,26 @@ impl TestScene {
             period: Duration::from_secs_f64(1.0 / options.rate.clamp(0.1, 1000.0) as f64),
             index: 0,
             start: None,
+            scene: None,
+            clip: Vec::new(),
         }
     }
+
+    /// Pictures in the clip for this frame size.
+    fn clip_len(&self) -> usize {
+        let bytes = (self.width as usize * self.height as usize * 3).max(1);
+        ((MOTION_RATE * CLIP_SECONDS) as usize)
+            .min(CLIP_BYTES / bytes)
+            .max(2)
+    }
+}
+
+/// The clip's picture at `step` of a back-and-forth play of `len` pictures:
+/// 0, 1, …, len − 1, len − 2, …, 1, 0, 1, …
+fn ping_pong(step: u64, len: usize) -> usize {
+    let period = 2 * (len as u64 - 1);
+    let k = step % period;
+    (if k < len as u64 { k } else { period - k }) as usize
 }
 
 impl Source for TestScene {
@@ -48,9 +90,18 @@ impl Source for TestScene {
         }
         let t = self.period.as_secs_f64() * self.index as f64;
         self.index += 1;
-        Ok(Next::Frame(
-            scene::render_frame(self.seed, t, self.width, self.height).image,
-        ))
+        if self.clip.is_empty() {
+            self.clip = vec![None; self.clip_len()];
+        }
+        let shown = ping_pong((t * MOTION_RATE).floor() as u64, self.clip.len());
+        let (seed, width, height) = (self.seed, self.width, self.height);
+        let picture = self.clip[shown].get_or_insert_with(|| {
+            let scene = self
+                .scene
+                .get_or_insert_with(|| scene::LiveScene::new(seed, width, height));
+            scene.frame(shown as f64 / MOTION_RATE)
+        });
+        Ok(Next::Frame(picture.clone()))
     }
 
     fn describe(&self) -> String {
@@ -86,20 +137,23 @@ mod tests {
         };
         let mut source = TestScene::new(DEFAULT_SEED, &options);
         let start = Instant::now();
-        let frames: Vec<_> = (0..4)
+        let frames: Vec<_> = (0..5)
             .map(|_| match source.next().unwrap() {
                 Next::Frame(f) => f,
                 other => panic!("{other:?}"),
             })
             .collect();
-        // Three periods of 20 ms between the first and the fourth frame.
+        // Four periods of 20 ms between the first and the fifth frame.
         assert!(
-            start.elapsed() >= Duration::from_millis(59),
+            start.elapsed() >= Duration::from_millis(79),
             "{:?}",
             start.elapsed()
         );
         assert!(frames.iter().all(|f| f.dimensions() == (64, 48)));
-        assert_ne!(frames[0], frames[3], "the scene moves");
+        // 80 ms of scene time: the objects moved (at MOTION_RATE), the first two
+        // frames (20 ms apart) show one picture.
+        assert_ne!(frames[0], frames[4], "the scene moves");
+        assert_eq!(frames[0], frames[1], "one picture per 1/MOTION_RATE s");
         // Deterministic: a second source gives the same first frame.
         let mut again = TestScene::new(DEFAULT_SEED, &options);
         let Next::Frame(first) = again.next().unwrap() else {
@@ -108,6 +162,24 @@ mod tests {
         assert_eq!(first, frames[0]);
         assert!(source.is_live());
         assert!(source.describe().contains("64×48"));
+    }
+
+    #[test]
+    fn the_clip_plays_forwards_and_backwards_and_fits_its_bytes() {
+        let order: Vec<usize> = (0..9).map(|step| ping_pong(step, 4)).collect();
+        assert_eq!(order, [0, 1, 2, 3, 2, 1, 0, 1, 2]);
+        assert_eq!(ping_pong(7, 2), 1);
+        let at = |width, height| {
+            let options = SourceOptions {
+                width,
+                height,
+                ..SourceOptions::default()
+            };
+            TestScene::new(DEFAULT_SEED, &options).clip_len()
+        };
+        assert_eq!(at(640, 480), 30);
+        assert_eq!(at(1920, 1080), CLIP_BYTES / (1920 * 1080 * 3));
+        assert_eq!(at(7680, 4320), 2);
     }
 
     #[test]

@@ -270,6 +270,24 @@ fn main() -> anyhow::Result<()> {
             p["fps_over_bench_ceiling"].as_f64().unwrap_or(f64::NAN)
         )?;
     }
+    if let Some(share) = p["non_inference_share"].as_f64() {
+        let cpu = p["cpu_ms_per_frame"].as_object();
+        let threads: Vec<String> = cpu
+            .into_iter()
+            .flatten()
+            .filter_map(|(name, ms)| Some(format!("{name} {:.1}", ms.as_f64()?)))
+            .collect();
+        writeln!(
+            md,
+            "\nNot inference, per frame: fitting the frame to the input ({:.1} ms) and the CPU of the \
+             capture, output (overlay, HUD, JPEG) and HTTP threads: {:.1} ms, **{:.0} %** of the bare \
+             model's time. CPU ms per frame by thread: {}.",
+            p["preprocess_ms"]["median"].as_f64().unwrap_or(f64::NAN),
+            p["non_inference_ms"].as_f64().unwrap_or(f64::NAN),
+            100.0 * share,
+            threads.join(", ")
+        )?;
+    }
     writeln!(
         md,
         "\n## Training, {} crops, batch {}, {}\n",

@@ -1188,23 +1188,29 @@ where
         if n == 0 {
             return;
         }
-        let pw = self.panel_width();
-        if self.local_mn + n <= pw {
-            // Whole slice stays inside the current (panel, k): tight stride-4 store.
+        // segcam: the slice split at panel ends, each part a tight stride-4 store
+        // (was: per-element `write` as soon as a slice crossed a panel, which an im2col
+        // row of more than r pixels always does).
+        let mut ts = ts;
+        while !ts.is_empty() {
+            let room = self.panel_width() - self.local_mn;
+            if room == 0 {
+                // An empty panel (no mn at all): as before, element by element.
+                ts.iter().for_each(|&t| self.write(t));
+                return;
+            }
+            let (part, rest) = ts.split_at(ts.len().min(room));
             unsafe {
                 let mut d = self.base.add(
                     self.panel * self.panel_len + self.kb * self.r4 + self.local_mn * 4 + self.kr,
                 );
-                for &t in ts {
+                for &t in part {
                     *d = t;
                     d = d.add(4);
                 }
             }
-            self.advance(n);
-        } else {
-            for &t in ts {
-                self.write(t);
-            }
+            self.advance(part.len());
+            ts = rest;
         }
     }
 }
