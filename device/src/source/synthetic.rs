@@ -2,13 +2,13 @@
 //! tvmonitor — the demo model's classes), paced at the requested rate like a camera.
 //!
 //! A camera's frame costs the pipeline next to nothing (it arrives by DMA), while
-//! drawing a textured 640×480 scene takes ≈ 15 ms of CPU, which on a small board would
+//! drawing a textured 640×480 scene takes 15–25 ms of CPU, which on a small board would
 //! be taken from inference and make the pipeline look slower than it is with a camera.
 //! So the camera stands still (the background is drawn once, [`scene::LiveScene`]), the
 //! objects move to a new place [`MOTION_RATE`] times a second (frames between repeat
 //! the picture, as a fast camera filming a slow scene sees it), and the motion is a clip
 //! of [`CLIP_SECONDS`] played forwards and backwards, each picture drawn the first time
-//! it is shown: after that, a frame costs one copy.
+//! it is shown: once each has been shown, a frame costs one copy.
 
 use std::time::{Duration, Instant};
 
@@ -28,6 +28,7 @@ pub const MOTION_RATE: f64 = 15.0;
 pub const CLIP_SECONDS: f64 = 2.0;
 
 /// …or fewer pictures for large frames, to hold at most this many bytes (2 at least).
+/// The still background [`scene::LiveScene`] keeps comes on top: 15 bytes a pixel.
 const CLIP_BYTES: usize = 32 << 20;
 
 #[derive(Debug)]

@@ -280,11 +280,15 @@ fn main() -> anyhow::Result<()> {
         writeln!(
             md,
             "\nNot inference, per frame: fitting the frame to the input ({:.1} ms) and the CPU of the \
-             capture, output (overlay, HUD, JPEG) and HTTP threads: {:.1} ms, **{:.0} %** of the bare \
-             model's time. CPU ms per frame by thread: {}.",
-            p["preprocess_ms"]["median"].as_f64().unwrap_or(f64::NAN),
+             capture, output (overlay, HUD, JPEG) and HTTP threads: {:.1} ms, **{:.0} %** of the {}'s \
+             time and {:.0} % of the CPU inference takes per frame ({:.1} ms). CPU ms per frame by \
+             thread: {}.",
+            p["preprocess_ms"]["median"].as_f64().unwrap_or(0.0),
             p["non_inference_ms"].as_f64().unwrap_or(f64::NAN),
             100.0 * share,
+            p["non_inference_against"].as_str().unwrap_or("bare model"),
+            100.0 * p["non_inference_cpu_share"].as_f64().unwrap_or(f64::NAN),
+            p["inference_cpu_ms"].as_f64().unwrap_or(f64::NAN),
             threads.join(", ")
         )?;
     }
