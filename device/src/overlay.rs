@@ -214,6 +214,10 @@ impl Overlay {
         let out_stride = ow as usize * 3;
         let map = class_map.as_raw();
         let out_raw: &mut [u8] = out;
+        let tints = match self.options.visualize {
+            Visualize::Overlay => &self.over_frame,
+            Visualize::Mask | Visualize::SideBySide => &self.over_black,
+        };
         let mut looked_up = None;
         for (y, row_tap) in rows.iter().enumerate() {
             let frame_row = &frame.as_raw()[y * frame_stride..][..frame_stride];
@@ -226,10 +230,6 @@ impl Overlay {
                 w: row_tap.w,
             };
             let row = &mut self.row;
-            let tints = match self.options.visualize {
-                Visualize::Overlay => &self.over_frame,
-                Visualize::Mask | Visualize::SideBySide => &self.over_black,
-            };
             // Rows upsampled from one class-map row with one weight look the same.
             let same_source = (row_tap.lo, row_tap.hi, row_tap.w);
             if looked_up != Some(same_source) {

@@ -47,25 +47,26 @@ pub struct TestScene {
 
 impl TestScene {
     pub fn new(seed: u64, options: &SourceOptions) -> Self {
+        let (width, height) = (options.width.max(1), options.height.max(1));
         Self {
             seed,
-            width: options.width.max(1),
-            height: options.height.max(1),
+            width,
+            height,
             period: Duration::from_secs_f64(1.0 / options.rate.clamp(0.1, 1000.0) as f64),
             index: 0,
             start: None,
             scene: None,
-            clip: Vec::new(),
+            clip: vec![None; clip_len(width, height)],
         }
     }
+}
 
-    /// Pictures in the clip for this frame size.
-    fn clip_len(&self) -> usize {
-        let bytes = (self.width as usize * self.height as usize * 3).max(1);
-        ((MOTION_RATE * CLIP_SECONDS) as usize)
-            .min(CLIP_BYTES / bytes)
-            .max(2)
-    }
+/// Pictures in the clip for frames of `width` × `height`.
+fn clip_len(width: u32, height: u32) -> usize {
+    let bytes = (width as usize * height as usize * 3).max(1);
+    ((MOTION_RATE * CLIP_SECONDS) as usize)
+        .min(CLIP_BYTES / bytes)
+        .max(2)
 }
 
 /// The clip's picture at `step` of a back-and-forth play of `len` pictures:
@@ -91,9 +92,6 @@ impl Source for TestScene {
         }
         let t = self.period.as_secs_f64() * self.index as f64;
         self.index += 1;
-        if self.clip.is_empty() {
-            self.clip = vec![None; self.clip_len()];
-        }
         let shown = ping_pong((t * MOTION_RATE).floor() as u64, self.clip.len());
         let (seed, width, height) = (self.seed, self.width, self.height);
         let picture = self.clip[shown].get_or_insert_with(|| {
@@ -176,7 +174,7 @@ mod tests {
                 height,
                 ..SourceOptions::default()
             };
-            TestScene::new(DEFAULT_SEED, &options).clip_len()
+            TestScene::new(DEFAULT_SEED, &options).clip.len()
         };
         assert_eq!(at(640, 480), 30);
         assert_eq!(at(1920, 1080), CLIP_BYTES / (1920 * 1080 * 3));
