@@ -10,7 +10,8 @@ use crate::classes::ClassList;
 use crate::onnx_card::{encode, pb, set_card};
 use pb::attribute_proto::AttributeType;
 
-fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
+/// An `ints` attribute.
+pub fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: AttributeType::Ints as i32,
@@ -19,7 +20,8 @@ fn ints(name: &str, values: &[i64]) -> pb::AttributeProto {
     }
 }
 
-fn int(name: &str, value: i64) -> pb::AttributeProto {
+/// An `int` attribute.
+pub fn int(name: &str, value: i64) -> pb::AttributeProto {
     pb::AttributeProto {
         name: name.into(),
         r#type: AttributeType::Int as i32,
@@ -28,7 +30,12 @@ fn int(name: &str, value: i64) -> pb::AttributeProto {
     }
 }
 
-fn value_info(name: &str, elem: pb::tensor_proto::DataType, dims: &[i64]) -> pb::ValueInfoProto {
+/// A graph input or output of `elem`s with a fixed shape.
+pub fn value_info(
+    name: &str,
+    elem: pb::tensor_proto::DataType,
+    dims: &[i64],
+) -> pb::ValueInfoProto {
     use pb::tensor_shape_proto::{dimension::Value, Dimension};
     pb::ValueInfoProto {
         name: name.into(),
@@ -80,26 +87,31 @@ pub fn conv_model(classes: usize, h: i64, w: i64, class_map: bool) -> pb::ModelP
     } else {
         value_info("scores", DataType::Float, &[1, classes as i64, h, w])
     };
+    model(pb::GraphProto {
+        name: "g".into(),
+        node: nodes,
+        initializer: vec![pb::TensorProto {
+            name: "w".into(),
+            dims: vec![classes as i64, 3, 1, 1],
+            data_type: DataType::Float as i32,
+            raw_data: weights.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            ..Default::default()
+        }],
+        input: vec![value_info("image", DataType::Float, &[1, 3, h, w])],
+        output: vec![output],
+        ..Default::default()
+    })
+}
+
+/// A model of `graph` at the ONNX opset the exporter writes (17).
+pub fn model(graph: pb::GraphProto) -> pb::ModelProto {
     pb::ModelProto {
         ir_version: 8,
         opset_import: vec![pb::OperatorSetIdProto {
             domain: String::new(),
             version: 17,
         }],
-        graph: Some(pb::GraphProto {
-            name: "g".into(),
-            node: nodes,
-            initializer: vec![pb::TensorProto {
-                name: "w".into(),
-                dims: vec![classes as i64, 3, 1, 1],
-                data_type: DataType::Float as i32,
-                raw_data: weights.iter().flat_map(|v| v.to_le_bytes()).collect(),
-                ..Default::default()
-            }],
-            input: vec![value_info("image", DataType::Float, &[1, 3, h, w])],
-            output: vec![output],
-            ..Default::default()
-        }),
+        graph: Some(graph),
         ..Default::default()
     }
 }

@@ -2,6 +2,12 @@
 //! size and optimised once; tract's shape inference checks the outputs against the card
 //! before any frame is run.
 
+mod fold;
+mod im2col;
+mod quantize;
+#[cfg(test)]
+mod test_graph;
+
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
 
@@ -12,6 +18,10 @@ use crate::onnx_card::pb;
 
 /// tract's version, as linked.
 pub const VERSION: &str = "0.23.9";
+
+/// Set to `1` to run the graph as tract optimises it, without this crate's own passes
+/// (`fold`, `im2col`): to compare the two in one run; the output is the same.
+pub const TRACT_AS_IS: &str = "SEGCAM_TRACT_AS_IS";
 
 #[derive(Debug)]
 pub(super) struct Tract {
@@ -51,9 +61,18 @@ impl Tract {
             let output = typed.output_outlets().map_err(tract)?[0];
             typed.select_output_outlets(&[output]).map_err(tract)?;
         }
-        let plan = typed
-            .into_optimized()
-            .and_then(|m| m.into_runnable_with_options(&run_options(threads)))
+        let mut optimized = typed.into_optimized().map_err(tract)?;
+        if std::env::var_os(TRACT_AS_IS).is_none_or(|v| v != "1") {
+            let folded = fold::fold_constants(&mut optimized).map_err(tract)?;
+            let replaced = im2col::use_panel_im2col(&mut optimized).map_err(tract)?;
+            let quantized = quantize::use_quantize_i8(&mut optimized).map_err(tract)?;
+            tracing::debug!(
+                "{folded} constants folded; {replaced} int8 convolutions pack their input \
+                 panel by panel; {quantized} quantizations branch-free"
+            );
+        }
+        let plan = optimized
+            .into_runnable_with_options(&run_options(threads))
             .map_err(tract)?;
         Ok(Self { plan })
     }
