@@ -20,7 +20,8 @@ use crate::onnx_card::pb;
 pub const VERSION: &str = "0.23.9";
 
 /// Set to `1` to run the graph as tract optimises it, without this crate's own passes
-/// (`fold`, `im2col`): to compare the two in one run; the output is the same.
+/// (`fold`, `im2col`, `quantize`): to compare the two in one run; the output is the
+/// same.
 pub const TRACT_AS_IS: &str = "SEGCAM_TRACT_AS_IS";
 
 #[derive(Debug)]
