@@ -15,6 +15,7 @@ use std::sync::Arc;
 use tract_linalg::mmm::{EagerPackedInput, MMMInputValue, PackedExoticFact, PackedMatrixStorage};
 use tract_linalg::multithread::par_chunks_mut;
 use tract_linalg::pack::PackedI8K4;
+use tract_onnx::tract_core;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::cnn::conv::Im2Col;
 use tract_onnx::tract_core::ops::nn::DataFormat;
@@ -23,23 +24,17 @@ use tract_onnx::tract_core::ops::nn::DataFormat;
 const STRIP: usize = 8;
 
 /// Replaces every `Im2Col` of `model` that [`PanelIm2Col`] can stand in for; returns
-/// how many it replaced. The replacement's output fact is the replaced op's, so the
-/// rest of the optimised graph is untouched.
+/// how many it replaced.
 pub fn use_panel_im2col(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in 0..model.nodes().len() {
-        let node = &model.nodes()[id];
+    super::replace_ops(model, |model, node| {
         let Some(im2col) = node.op_as::<Im2Col>() else {
-            continue;
+            return Ok(None);
         };
         let input = model.outlet_fact(node.inputs[0])?;
-        let output = model.outlet_fact(OutletId::new(id, 0))?;
-        if let Some(op) = PanelIm2Col::replacing(im2col, input, output) {
-            model.node_mut(id).op = Box::new(op);
-            replaced += 1;
-        }
-    }
-    Ok(replaced)
+        let output = model.outlet_fact(node.id.into())?;
+        let op = PanelIm2Col::replacing(im2col, input, output);
+        Ok(op.map(|op| Box::new(op) as Box<dyn TypedOp>))
+    })
 }
 
 /// Where the input byte of one row of `k` sits, relative to an output pixel's window.
@@ -196,29 +191,19 @@ impl Op for PanelIm2Col {
         )])
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for PanelIm2Col {
+    tract_core::op_out_of_plan!();
+
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         self.run(inputs)
-    }
-
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        self.run(inputs).map(Some)
     }
 }
 
 impl TypedOp for PanelIm2Col {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         let fact = inputs[0].datum_type.fact([1, self.geometry.groups]);

@@ -98,6 +98,23 @@ impl Tract {
     }
 }
 
+/// Puts the op `replacement` gives for a node in that node's place, for every node it
+/// gives one for; returns how many. The replacement takes the same inputs and gives
+/// the same output fact, so the rest of the optimised graph is untouched.
+fn replace_ops(
+    model: &mut TypedModel,
+    replacement: impl Fn(&TypedModel, &TypedNode) -> TractResult<Option<Box<dyn TypedOp>>>,
+) -> TractResult<usize> {
+    let mut replaced = 0;
+    for id in 0..model.nodes().len() {
+        if let Some(op) = replacement(model, model.node(id))? {
+            model.node_mut(id).op = op;
+            replaced += 1;
+        }
+    }
+    Ok(replaced)
+}
+
 /// tract's run options for `threads`: ≤ 1 runs on the calling thread, more on a private
 /// pool of that many threads.
 pub fn run_options(threads: usize) -> RunOptions {

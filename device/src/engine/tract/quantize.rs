@@ -8,6 +8,7 @@
 //! rounding mode), branch-free, on the run's threads.
 
 use tract_linalg::multithread::par_chunks_mut;
+use tract_onnx::tract_core;
 use tract_onnx::tract_core::internal::*;
 use tract_onnx::tract_core::ops::element_wise::ElementWiseOp;
 use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
@@ -15,29 +16,24 @@ use tract_onnx::tract_core::ops::quant::QuantizeLinearI8;
 /// Replaces every f32 `QuantizeLinearI8` of `model` with [`QuantizeI8`]; returns how
 /// many.
 pub fn use_quantize_i8(model: &mut TypedModel) -> TractResult<usize> {
-    let mut replaced = 0;
-    for id in 0..model.nodes().len() {
-        let node = &model.nodes()[id];
+    super::replace_ops(model, |model, node| {
         let Some(tract) = node
             .op_as::<ElementWiseOp>()
             .and_then(|op| op.0.downcast_ref::<QuantizeLinearI8>())
         else {
-            continue;
+            return Ok(None);
         };
         let input = model.outlet_fact(node.inputs[0])?;
-        let output = model.outlet_fact(OutletId::new(id, 0))?;
+        let output = model.outlet_fact(node.id.into())?;
         if input.datum_type != f32::datum_type() || output.datum_type.size_of() != 1 {
-            continue;
+            return Ok(None);
         }
-        let op = QuantizeI8 {
+        Ok(Some(Box::new(QuantizeI8 {
             scale: tract.scale,
             zero_point: tract.zero_point,
             output: output.datum_type,
-        };
-        model.node_mut(id).op = Box::new(op);
-        replaced += 1;
-    }
-    Ok(replaced)
+        })))
+    })
 }
 
 /// `clamp(round_ties_to_even(x · scale) + zero_point, -128, 127)`, as tract's
@@ -94,12 +90,6 @@ impl QuantizeI8 {
         // SAFETY: i8 and u8 have the same size and alignment, and any byte is an i8.
         let ys =
             unsafe { std::slice::from_raw_parts_mut(bytes.as_mut_ptr() as *mut i8, bytes.len()) };
-        ensure!(
-            xs.len() == ys.len(),
-            "QuantizeI8: {} values into {} bytes",
-            xs.len(),
-            ys.len()
-        );
         par_chunks_mut(ys, 1, xs.len(), |first, ys| {
             self.quantize(&xs[first..first + ys.len()], ys);
             Ok(())
@@ -120,29 +110,19 @@ impl Op for QuantizeI8 {
         )])
     }
 
-    fn as_typed(&self) -> Option<&dyn TypedOp> {
-        Some(self)
-    }
+    tract_core::op_as_typed_op!();
 }
 
 impl EvalOp for QuantizeI8 {
+    tract_core::op_out_of_plan!();
+
     fn eval(&self, _ctx: &EvalContext, inputs: TVec<TValue>) -> TractResult<TVec<TValue>> {
         self.run(inputs)
-    }
-
-    fn eval_out_of_plan(&self, inputs: TVec<TValue>) -> TractResult<Option<TVec<TValue>>> {
-        self.run(inputs).map(Some)
     }
 }
 
 impl TypedOp for QuantizeI8 {
-    fn as_op(&self) -> &dyn Op {
-        self
-    }
-
-    fn as_op_mut(&mut self) -> &mut dyn Op {
-        self
-    }
+    tract_core::as_op!();
 
     fn output_facts(&self, inputs: &[&TypedFact]) -> TractResult<TVec<TypedFact>> {
         Ok(tvec!(self.output.fact(inputs[0].shape.clone())))
