@@ -209,14 +209,14 @@ fn time(engine: &Engine, options: &BenchOptions) -> Result<Row> {
     let mut chw = vec![0.0; 3 * (w * h) as usize];
     engine.card().normalization.to_chw(&image, &mut chw);
     for _ in 0..options.warmup {
-        engine.run(&chw)?;
+        engine.run_in_place(&chw)?;
     }
     let mut times = Vec::new();
     let start = Instant::now();
     while times.len() < options.runs.max(1) && (times.len() < 3 || start.elapsed() < options.budget)
     {
         let t = Instant::now();
-        engine.run(&chw)?;
+        engine.run_in_place(&chw)?;
         times.push(t.elapsed().as_secs_f64() * 1e3);
     }
     let runs_ms = times.clone();

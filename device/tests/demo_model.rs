@@ -45,6 +45,9 @@ fn the_demo_model_segments_unseen_test_scenes() {
         "mIoU {miou:.3} on 12 unseen scenes; the card says {:.3}",
         q.mean_iou
     );
-    // The README's figures for this file (0.936 / 0.598 on its 40 validation scenes).
-    assert!(q.pixel_accuracy >= 0.935 && q.mean_iou >= 0.595, "{q:?}");
+    // The README's figures for this file (0.933 / 0.606 on its 40 validation scenes).
+    assert!(q.pixel_accuracy >= 0.932 && q.mean_iou >= 0.604, "{q:?}");
+    // The `qlinear` form with per-tensor weights where they cost little, the one tract
+    // requantises inside its matrix kernel (per-channel weights take 2–3× the time).
+    assert!(quantization.per_tensor_weights > 0, "{quantization:?}");
 }

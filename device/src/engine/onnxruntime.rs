@@ -3,6 +3,7 @@
 //! (with tract). The library is looked for, in order: `--onnxruntime-lib`,
 //! `ORT_DYLIB_PATH`, beside the binary, and the PyTorch venv's onnxruntime wheel.
 
+use std::borrow::Cow;
 use std::path::{Path, PathBuf};
 use std::sync::{Mutex, OnceLock};
 
@@ -45,8 +46,12 @@ impl Onnxruntime {
             .map_err(|e| fail(e.into()))?
             .with_intra_threads(threads.max(1))
             .map_err(|e| fail(e.into()))?
-            // A spinning pool takes the cores the rest of the pipeline needs between runs.
-            .with_intra_op_spinning(false)
+            // The pool spins between the steps of a run (the model's own speed, as
+            // onnxruntime's default) and stops at its end, so that between frames the
+            // rest of the pipeline has the cores: as many frames/s as no spinning at all.
+            .with_intra_op_spinning(true)
+            .map_err(|e| fail(e.into()))?
+            .with_config_entry("session.force_spinning_stop", "1")
             .map_err(|e| fail(e.into()))?;
         builder = register_provider(builder, provider, &lib)?;
         let session = builder.commit_from_memory(bytes).map_err(fail)?;
@@ -57,16 +62,24 @@ impl Onnxruntime {
         };
         // The card against what the library computes for its input size.
         let (h, w) = (card.input_height as usize, card.input_width as usize);
-        let raw = engine.run(&vec![0.0; 3 * h * w], h, w)?;
-        let element = match &raw {
-            Raw::Scores(..) => Element::F32,
-            Raw::Classes(..) => Element::Integer,
-        };
-        check_output(raw.shape(), element, card)?;
+        let (shape, element) = engine.run(&vec![0.0; 3 * h * w], h, w, |raw| {
+            let element = match &raw {
+                Raw::Scores(..) => Element::F32,
+                Raw::Classes(..) => Element::Integer,
+            };
+            (raw.shape().to_vec(), element)
+        })?;
+        check_output(&shape, element, card)?;
         Ok(engine)
     }
 
-    pub fn run(&self, chw: &[f32], h: usize, w: usize) -> Result<Raw, String> {
+    pub fn run<R>(
+        &self,
+        chw: &[f32],
+        h: usize,
+        w: usize,
+        read: impl FnOnce(Raw<'_>) -> R,
+    ) -> Result<R, String> {
         let fail = |e: ort::Error| format!("inference failed: {e}");
         let tensor = TensorRef::from_array_view(([1usize, 3, h, w], chw)).map_err(fail)?;
         let mut session = self.session.lock().unwrap_or_else(|p| p.into_inner());
@@ -82,18 +95,16 @@ impl Onnxruntime {
         match element {
             TensorElementType::Float32 => {
                 let (shape, values) = value.try_extract_tensor::<f32>().map_err(fail)?;
-                Ok(Raw::Scores(shape_of(shape), values.to_vec()))
+                Ok(read(Raw::Scores(shape_of(shape), values)))
             }
             TensorElementType::Int64 => {
                 let (shape, values) = value.try_extract_tensor::<i64>().map_err(fail)?;
-                Ok(Raw::Classes(shape_of(shape), values.to_vec()))
+                Ok(read(Raw::Classes(shape_of(shape), Cow::Borrowed(values))))
             }
             TensorElementType::Int32 => {
                 let (shape, values) = value.try_extract_tensor::<i32>().map_err(fail)?;
-                Ok(Raw::Classes(
-                    shape_of(shape),
-                    values.iter().map(|&v| v as i64).collect(),
-                ))
+                let wide = values.iter().map(|&v| i64::from(v)).collect();
+                Ok(read(Raw::Classes(shape_of(shape), Cow::Owned(wide))))
             }
             other => Err(format!(
                 "the output is {other:?}, expected f32 scores or integer classes"

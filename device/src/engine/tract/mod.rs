@@ -4,9 +4,12 @@
 
 mod fold;
 mod im2col;
+mod pool;
 mod quantize;
 #[cfg(test)]
 mod test_graph;
+
+use std::borrow::Cow;
 
 use tract_linalg::multithread::Executor;
 use tract_onnx::prelude::*;
@@ -20,7 +23,7 @@ use crate::onnx_card::pb;
 pub const VERSION: &str = "0.23.9";
 
 /// Set to `1` to run the graph as tract optimises it, without this crate's own passes
-/// (`fold`, `im2col`, `quantize`): to compare the two in one run; the output is the
+/// (`fold`, `im2col`, `quantize`, `pool`): to compare the two in one run; the output is the
 /// same.
 pub const TRACT_AS_IS: &str = "SEGCAM_TRACT_AS_IS";
 
@@ -67,9 +70,11 @@ impl Tract {
             let folded = fold::fold_constants(&mut optimized).map_err(tract)?;
             let replaced = im2col::use_panel_im2col(&mut optimized).map_err(tract)?;
             let quantized = quantize::use_quantize_i8(&mut optimized).map_err(tract)?;
+            let pooled = pool::pool_before_dequantize(&mut optimized).map_err(tract)?;
             tracing::debug!(
                 "{folded} constants folded; {replaced} int8 convolutions pack their input \
-                 panel by panel; {quantized} quantizations branch-free"
+                 panel by panel; {quantized} quantizations branch-free; {pooled} max pools \
+                 on int8"
             );
         }
         let plan = optimized
@@ -78,23 +83,29 @@ impl Tract {
         Ok(Self { plan })
     }
 
-    pub fn run(&self, chw: &[f32], h: usize, w: usize) -> Result<Raw, String> {
+    pub fn run<R>(
+        &self,
+        chw: &[f32],
+        h: usize,
+        w: usize,
+        read: impl FnOnce(Raw<'_>) -> R,
+    ) -> Result<R, String> {
         let fail = |e: TractError| format!("inference failed: {e:#}");
         let input = Tensor::from_shape(&[1, 3, h, w], chw).map_err(fail)?;
         let mut outputs = self.plan.run(tvec![input.into()]).map_err(fail)?;
-        let output = outputs.remove(0).into_tensor();
+        let output = outputs.remove(0);
         let shape = output.shape().to_vec();
         if output.datum_type() == DatumType::F32 {
             let view = output.try_as_plain_ram().map_err(fail)?;
-            let values = view.as_slice::<f32>().map_err(fail)?.to_vec();
-            return Ok(Raw::Scores(shape, values));
+            return Ok(read(Raw::Scores(
+                shape,
+                view.as_slice::<f32>().map_err(fail)?,
+            )));
         }
         let indices = output.cast_to::<i64>().map_err(fail)?;
         let view = indices.try_as_plain_ram().map_err(fail)?;
-        Ok(Raw::Classes(
-            shape,
-            view.as_slice::<i64>().map_err(fail)?.to_vec(),
-        ))
+        let values = view.as_slice::<i64>().map_err(fail)?;
+        Ok(read(Raw::Classes(shape, Cow::Borrowed(values))))
     }
 }
 
