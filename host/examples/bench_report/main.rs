@@ -238,8 +238,9 @@ fn main() -> anyhow::Result<()> {
         "\nThe model is ≈ 5.9 GMAC per 320×480 frame. `int8 qlinear` is `seg-host quantize --engine tract` \
          (QLinearConv), `int8 qdq` is `seg-host quantize --engine onnxruntime`, `int8 ort-quantizer` is \
          onnxruntime's own `quantize_static` on the same f32 model and calibration images. seg-cam \
-         runs onnxruntime with its intra-op threads not spinning between runs (the pipeline's other \
-         threads need the cores); onnxruntime's Python API spins by default."
+         runs onnxruntime with its intra-op threads spinning within a run, as onnxruntime's \
+         default, and stopping at its end (the pipeline's other threads need the cores between \
+         frames); `seg-cam bench` times each run up to its output, read in place."
     )?;
     let p = &pipeline;
     writeln!(md, "\n## seg-cam pipeline\n")?;
