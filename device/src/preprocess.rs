@@ -26,10 +26,13 @@ impl Normalization {
         assert_eq!(out.len(), 3 * plane, "output buffer size");
         let scale: [f32; 3] = std::array::from_fn(|c| 1.0 / (255.0 * self.std[c]));
         let shift: [f32; 3] = std::array::from_fn(|c| self.mean[c] / self.std[c]);
-        for (i, px) in image.pixels().enumerate() {
-            for c in 0..3 {
-                out[c * plane + i] = px.0[c] as f32 * scale[c] - shift[c];
-            }
+        let (red, rest) = out.split_at_mut(plane);
+        let (green, blue) = rest.split_at_mut(plane);
+        let planes = red.iter_mut().zip(green).zip(blue);
+        for (((r, g), b), px) in planes.zip(image.as_raw().chunks_exact(3)) {
+            *r = px[0] as f32 * scale[0] - shift[0];
+            *g = px[1] as f32 * scale[1] - shift[1];
+            *b = px[2] as f32 * scale[2] - shift[2];
         }
     }
 }
@@ -77,14 +80,51 @@ impl Rect {
         })
     }
 
-    /// Copy this window out of an image (RGB or label map alike).
-    pub fn crop<P: image::Pixel + 'static>(
-        &self,
-        image: &image::ImageBuffer<P, Vec<P::Subpixel>>,
-    ) -> image::ImageBuffer<P, Vec<P::Subpixel>> {
-        image::imageops::crop_imm(image, self.x, self.y, self.width, self.height).to_image()
+    /// Copy this window out of an image (RGB or label map alike), clamped to the image
+    /// as image's `crop_imm`; row by row (its `to_image` goes pixel by pixel).
+    pub fn crop<P: image::Pixel + 'static>(&self, image: &Buffer<P>) -> Buffer<P> {
+        let (iw, ih) = image.dimensions();
+        let (x, y) = (self.x.min(iw), self.y.min(ih));
+        let (width, height) = (self.width.min(iw - x), self.height.min(ih - y));
+        let channels = P::CHANNEL_COUNT as usize;
+        let (from, len) = (x as usize * channels, width as usize * channels);
+        let mut out = Vec::with_capacity(len * height as usize);
+        if len > 0 {
+            let rows = image.chunks_exact(iw as usize * channels).skip(y as usize);
+            for row in rows.take(height as usize) {
+                out.extend_from_slice(&row[from..from + len]);
+            }
+        }
+        Buffer::from_raw(width, height, out).expect("the window's rows")
+    }
+
+    /// Copy `from`, of this window's size, into this window of `into`, row by row.
+    pub fn paste<P: image::Pixel + 'static>(&self, from: &Buffer<P>, into: &mut Buffer<P>) {
+        assert!(
+            from.dimensions() == (self.width, self.height)
+                && self.x + self.width <= into.width()
+                && self.y + self.height <= into.height(),
+            "{}×{} pasted at {self:?} into {}×{}",
+            from.width(),
+            from.height(),
+            into.width(),
+            into.height()
+        );
+        let channels = P::CHANNEL_COUNT as usize;
+        let (at, len) = (self.x as usize * channels, self.width as usize * channels);
+        if len == 0 {
+            return;
+        }
+        let stride = into.width() as usize * channels;
+        let rows = into.chunks_exact_mut(stride).skip(self.y as usize);
+        for (to, row) in rows.zip(from.chunks_exact(len)) {
+            to[at..at + len].copy_from_slice(row);
+        }
     }
 }
+
+/// An image in memory, of any pixel type.
+type Buffer<P> = image::ImageBuffer<P, Vec<<P as image::Pixel>::Subpixel>>;
 
 #[cfg(test)]
 mod tests {
@@ -109,6 +149,44 @@ mod tests {
         ];
         for (a, b) in out.iter().zip(want) {
             assert!((a - b).abs() < 1e-5, "{out:?} vs {want:?}");
+        }
+    }
+
+    #[test]
+    fn crops_and_pastes_are_image_s_own_row_by_row() {
+        let rgb = RgbImage::from_fn(7, 5, |x, y| image::Rgb([x as u8, y as u8, (x * y) as u8]));
+        let gray = image::GrayImage::from_fn(7, 5, |x, y| image::Luma([(10 * y + x) as u8]));
+        let rect = |x, y, width, height| Rect {
+            x,
+            y,
+            width,
+            height,
+        };
+        // Inside, on the edges, past them (clamped), empty.
+        for r in [
+            rect(0, 0, 7, 5),
+            rect(2, 1, 3, 4),
+            rect(6, 4, 1, 1),
+            rect(5, 3, 4, 4),
+            rect(9, 1, 2, 2),
+            rect(1, 1, 0, 3),
+        ] {
+            let want = image::imageops::crop_imm(&rgb, r.x, r.y, r.width, r.height).to_image();
+            assert_eq!(r.crop(&rgb), want, "{r:?}");
+            let want = image::imageops::crop_imm(&gray, r.x, r.y, r.width, r.height).to_image();
+            assert_eq!(r.crop(&gray), want, "{r:?}");
+        }
+        for r in [
+            rect(0, 0, 7, 5),
+            rect(2, 1, 3, 4),
+            rect(6, 4, 1, 1),
+            rect(3, 2, 0, 2),
+        ] {
+            let top = RgbImage::from_pixel(r.width, r.height, image::Rgb([200, 100, 50]));
+            let (mut ours, mut want) = (rgb.clone(), rgb.clone());
+            r.paste(&top, &mut ours);
+            image::imageops::replace(&mut want, &top, r.x as i64, r.y as i64);
+            assert_eq!(ours, want, "{r:?}");
         }
     }
 

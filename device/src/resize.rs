@@ -125,7 +125,7 @@ impl Fit {
             .mean
             .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
         let mut input = RgbImage::from_pixel(self.input.0, self.input.1, Rgb(mean));
-        imageops::replace(&mut input, &scaled, t.x as i64, t.y as i64);
+        t.paste(&scaled, &mut input);
         input
     }
 
