@@ -80,8 +80,8 @@ impl Rect {
         })
     }
 
-    /// Copy this window out of an image (RGB or label map alike), clamped to the image
-    /// as image's `crop_imm`; row by row (its `to_image` goes pixel by pixel).
+    /// Copy this window out of an image (RGB or label map alike), clamped to the image:
+    /// the pixels of image's `crop_imm`, row by row (its `to_image` goes pixel by pixel).
     pub fn crop<P: image::Pixel + 'static>(&self, image: &Buffer<P>) -> Buffer<P> {
         let (iw, ih) = image.dimensions();
         let (x, y) = (self.x.min(iw), self.y.min(ih));
@@ -100,10 +100,11 @@ impl Rect {
 
     /// Copy `from`, of this window's size, into this window of `into`, row by row.
     pub fn paste<P: image::Pixel + 'static>(&self, from: &Buffer<P>, into: &mut Buffer<P>) {
+        let end = |at: u32, len: u32| at as u64 + len as u64;
         assert!(
             from.dimensions() == (self.width, self.height)
-                && self.x + self.width <= into.width()
-                && self.y + self.height <= into.height(),
+                && end(self.x, self.width) <= into.width() as u64
+                && end(self.y, self.height) <= into.height() as u64,
             "{}×{} pasted at {self:?} into {}×{}",
             from.width(),
             from.height(),
@@ -117,7 +118,9 @@ impl Rect {
         }
         let stride = into.width() as usize * channels;
         let rows = into.chunks_exact_mut(stride).skip(self.y as usize);
-        for (to, row) in rows.zip(from.chunks_exact(len)) {
+        // `take`: an image's buffer may hold more than its rows.
+        let from_rows = from.chunks_exact(len).take(self.height as usize);
+        for (to, row) in rows.zip(from_rows) {
             to[at..at + len].copy_from_slice(row);
         }
     }

@@ -334,8 +334,9 @@ impl Engine {
         })
     }
 
-    /// Run and leave the output where the engine put it: the model's own time, what
-    /// `seg-cam bench` measures (as onnxruntime's `run_with_ort_values` does).
+    /// Run and leave the output where the engine put it (class maps of another integer
+    /// type than i64 are widened first): the model's own time, what `seg-cam bench`
+    /// measures (as onnxruntime's `run_with_ort_values` does).
     pub fn run_in_place(&self, chw: &[f32]) -> Result<()> {
         self.run_with(chw, |_| ())
     }

@@ -8,7 +8,7 @@
 //! same f32 values from a quarter of the conversions and memory.
 
 use tract_onnx::prelude::*;
-use tract_onnx::tract_core::ops::cnn::OptMaxPool;
+use tract_onnx::tract_core::ops::cnn::{OptMaxPool, PaddingSpec, PoolSpec};
 use tract_onnx::tract_core::ops::quant::DequantizeLinearF32;
 
 /// Moves each MaxPool that only reads an int8 → f32 dequantization ahead of it;
@@ -33,6 +33,7 @@ pub fn pool_before_dequantize(model: &mut TypedModel) -> TractResult<usize> {
             || dequantize.outputs[0].successors.len() != 1
             || model.output_outlets()?.contains(&node.inputs[0])
             || pool.with_index_outputs.is_some()
+            || !every_window_sees_the_input(&pool.pool_spec)
             || bytes.size_of() != 1
             || !bytes.is_integer()
         {
@@ -52,13 +53,32 @@ pub fn pool_before_dequantize(model: &mut TypedModel) -> TractResult<usize> {
     Ok(moved)
 }
 
+/// Whether every window covers at least one input value. tract fills a window that lies
+/// wholly in the padding with the type's minimum, which is `f32::MIN` in f32 but a byte
+/// in int8: pooling the bytes would then give another value.
+fn every_window_sees_the_input(spec: &PoolSpec) -> bool {
+    let kernel = &spec.kernel_shape;
+    let within = |pads: &[usize]| pads.iter().zip(kernel).all(|(p, k)| p < k);
+    let undilated = spec.dilations().iter().all(|&d| d == 1);
+    undilated
+        && match &spec.padding {
+            PaddingSpec::Valid | PaddingSpec::SameUpper | PaddingSpec::SameLower => true,
+            PaddingSpec::Explicit(before, after)
+            | PaddingSpec::ExplicitOnnxPool(before, after, false) => {
+                within(before) && within(after)
+            }
+            PaddingSpec::ExplicitOnnxPool(_, _, true) => false,
+        }
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::test_graph::run;
     use super::*;
     use rand::{Rng, SeedableRng};
     use rand_chacha::ChaCha8Rng;
-    use tract_onnx::tract_core::ops::cnn::{MaxPool, PaddingSpec, PoolSpec};
+    use tract_onnx::tract_core::ops::cnn::MaxPool;
+    use tract_onnx::tract_core::ops::math;
     use tract_onnx::tract_core::ops::nn::DataFormat;
 
     /// int8 → dequantize → MaxPool (ResNet's 3×3, stride 2, pad 1, or `kernel`), optimised.
@@ -126,7 +146,10 @@ mod tests {
     #[test]
     fn a_negative_scale_or_a_second_reader_keeps_the_f32_pool() {
         let mut negative = graph(DatumType::I8, [1, 2, 6, 6], 3, -0.5);
+        let pattern = ["Source", "DequantizeLinearF32", "OptMaxPool"];
+        assert_eq!(ops(&negative), pattern);
         assert_eq!(pool_before_dequantize(&mut negative).unwrap(), 0);
+        assert_eq!(ops(&negative), pattern);
 
         let mut model = TypedModel::default();
         let x = model.add_source("x", i8::fact([1, 2, 6, 6])).unwrap();
@@ -147,8 +170,52 @@ mod tests {
         let y = model
             .wire_node("pool", MaxPool::new(spec, None), &[x])
             .unwrap()[0];
-        model.select_output_outlets(&[y, x]).unwrap();
-        let mut both = model.into_optimized().unwrap();
-        assert_eq!(pool_before_dequantize(&mut both).unwrap(), 0);
+        // The f32 values as an output of the graph, or read by another node.
+        let mut output = model.clone();
+        output.select_output_outlets(&[y, x]).unwrap();
+        let mut output = output.into_optimized().unwrap();
+        assert_eq!(pool_before_dequantize(&mut output).unwrap(), 0);
+        let twice = model.wire_node("twice", math::add(), &[x, x]).unwrap()[0];
+        model.select_output_outlets(&[y, twice]).unwrap();
+        let mut read = model.into_optimized().unwrap();
+        assert!(
+            ops(&read).contains(&"OptMaxPool".to_string()),
+            "{:?}",
+            ops(&read)
+        );
+        assert_eq!(pool_before_dequantize(&mut read).unwrap(), 0);
+    }
+
+    #[test]
+    fn a_window_wholly_in_the_padding_keeps_the_f32_pool() {
+        let spec = |padding| PoolSpec {
+            data_format: DataFormat::NCHW,
+            kernel_shape: tvec![2, 3],
+            padding,
+            dilations: None,
+            strides: None,
+            input_channels: 1,
+            output_channels: 1,
+        };
+        let explicit = |b: [usize; 2], a: [usize; 2]| {
+            PaddingSpec::Explicit(b.into_iter().collect(), a.into_iter().collect())
+        };
+        assert!(every_window_sees_the_input(&spec(explicit([1, 2], [1, 2]))));
+        assert!(every_window_sees_the_input(&spec(PaddingSpec::SameUpper)));
+        assert!(!every_window_sees_the_input(&spec(explicit(
+            [2, 0],
+            [0, 0]
+        ))));
+        assert!(!every_window_sees_the_input(&spec(explicit(
+            [0, 0],
+            [0, 3]
+        ))));
+        let ceil = PaddingSpec::ExplicitOnnxPool(tvec![0, 0], tvec![0, 0], true);
+        assert!(!every_window_sees_the_input(&spec(ceil)));
+        let dilated = PoolSpec {
+            dilations: Some(tvec![2, 1]),
+            ..spec(PaddingSpec::Valid)
+        };
+        assert!(!every_window_sees_the_input(&dilated));
     }
 }
