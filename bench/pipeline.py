@@ -3,7 +3,7 @@
 MJPEG stream, its --stats lines and its resident memory (sampled from /proc).
 
     bench/pipeline.py SEG_CAM MODEL [--seconds 60] [--width 640] [--height 480]
-                      [--threads 0] [--out FILE.json]
+                      [--threads 0] [--rate 200] [--out FILE.json]
 
 Reports whole-pipeline frames/s against 1 / (median inference time) (the pipeline
 can go no faster than inference, so 1.0 is the ceiling), overlay and JPEG time per
@@ -83,6 +83,8 @@ def main():
     ap.add_argument("--width", type=int, default=640)
     ap.add_argument("--height", type=int, default=480)
     ap.add_argument("--threads", type=int, default=0)
+    ap.add_argument("--rate", type=float, default=200,
+                    help="the test scene's frames/s: above what inference takes, so that the source never sets the pace")
     ap.add_argument("--engine", default="auto")
     ap.add_argument("--bench-ms", type=float, help="seg-cam bench's median inference ms, to compare with")
     ap.add_argument("--warmup", type=float, default=5, help="seconds left out of the figures")
@@ -91,13 +93,16 @@ def main():
 
     port = free_port()
     cmd = [args.seg_cam, "test://", "--model", args.model, "--width", str(args.width),
-           "--height", str(args.height), "--rate", "60", "--threads", str(args.threads),
+           "--height", str(args.height), "--rate", str(args.rate), "--threads", str(args.threads),
            "--engine", args.engine,
            "--http", f"127.0.0.1:{port}", "--stats"]
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
-    lines = []
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    lines, log = [], []
     reader = threading.Thread(target=lambda: lines.extend(proc.stdout), daemon=True)
     reader.start()
+    # The log (stderr) says which JPEG encoder the output stage uses.
+    log_reader = threading.Thread(target=lambda: log.extend(proc.stderr), daemon=True)
+    log_reader.start()
     stop = threading.Event()
     threading.Thread(target=viewer, args=(port, stop), daemon=True).start()
 
@@ -119,6 +124,8 @@ def main():
     proc.wait(timeout=30)
     stop.set()
     reader.join(timeout=5)
+    log_reader.join(timeout=5)
+    jpeg_encoder = next((l.split("JPEG: ", 1)[1].strip() for l in log if "JPEG: " in l), None)
 
     frames = [json.loads(l) for l in lines if l.startswith("{")]
     frames = [f for f in frames if f.get("event") == "frame" and f["time_ms"] >= args.warmup * 1000]
@@ -147,6 +154,7 @@ def main():
         "preprocess_ms": spread([f["preprocess_ms"] for f in frames if "preprocess_ms" in f]),
         "overlay_ms": spread([f["overlay_ms"] for f in frames]),
         "jpeg_ms": spread([f["jpeg_ms"] for f in frames if f.get("jpeg_ms") is not None]),
+        "jpeg_encoder": jpeg_encoder,
         "latency_ms": spread([f["latency_ms"] for f in frames]),
         "dropped": frames[-1]["dropped"],
         "rss_mib": {"first": after_warmup[0], "last": after_warmup[-1], "max": max(after_warmup),
@@ -192,7 +200,8 @@ def main():
               f" ({result['inference_over_bench']:.2f}×); frames/s × bench ms = {result['fps_over_bench_ceiling']:.2f}")
     print(f"  overlay {o['median']:.1f} ms, "
           + (f"JPEG {j['median']:.1f} ms" if j else "no JPEG encoded")
-          + " per frame (wall, medians)")
+          + " per frame (wall, medians)"
+          + (f"; JPEG by {result['jpeg_encoder']}" if result["jpeg_encoder"] else ""))
     if cpu:
         print("  CPU ms per frame by thread: " + ", ".join(f"{k} {v:.1f}" for k, v in cpu.items()))
         print(f"  not inference: fit {fit:.1f} ms + capture, output and HTTP threads' CPU"

@@ -9,7 +9,7 @@ use std::time::Instant;
 
 use segcam::classes::ClassCounts;
 use segcam::hud::{self, HudInfo};
-use segcam::jpeg::{encode_jpeg, DEFAULT_QUALITY};
+use segcam::jpeg::{encode_jpeg, encoder_in_use, DEFAULT_QUALITY};
 use segcam::overlay::{Overlay, OverlayOptions, Visualize};
 use segcam::resize::{resample_labels, Filter};
 use segcam::scene;
@@ -118,7 +118,10 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         std::hint::black_box(encode_jpeg(&frame.image, DEFAULT_QUALITY).unwrap());
     });
     let size = encode_jpeg(&frame.image, DEFAULT_QUALITY)?.len();
-    println!("jpeg q{DEFAULT_QUALITY} 640×480: {ms:.3} ms ({size} bytes)");
+    println!(
+        "jpeg q{DEFAULT_QUALITY} 640×480: {ms:.3} ms ({size} bytes; {})",
+        encoder_in_use()
+    );
     let live = scene::LiveScene::new(seed, 640, 480);
     let mut t = 0.0;
     let ms = median_ms(100, || {

@@ -12,7 +12,7 @@
 //! overlay's `Point` filter picks the same nearest class, from [`nearest`]).
 
 use image::imageops::{self, FilterType};
-use image::{GrayImage, Luma, Rgb, RgbImage};
+use image::{GrayImage, Luma, RgbImage};
 use serde::{Deserialize, Serialize};
 
 use crate::classes::VOID;
@@ -105,6 +105,20 @@ impl Fit {
 
     /// The model's input image for `frame` (which must have this fit's frame size).
     pub fn prepare(&self, frame: &RgbImage, normalization: &Normalization) -> RgbImage {
+        let mut input = RgbImage::new(0, 0);
+        self.prepare_into(frame, normalization, &mut input);
+        input
+    }
+
+    /// Like [`Fit::prepare`], into `input`, whose buffer is reused when it has the input's
+    /// size: a stream's frames take no allocation, and a letterbox is scaled straight
+    /// into its place with only the bands around it painted.
+    pub fn prepare_into(
+        &self,
+        frame: &RgbImage,
+        normalization: &Normalization,
+        input: &mut RgbImage,
+    ) {
         debug_assert_eq!(frame.dimensions(), self.frame);
         let window = if self.source == whole(frame.width(), frame.height()) {
             None
@@ -112,21 +126,22 @@ impl Fit {
             Some(self.source.crop(frame))
         };
         let seen = window.as_ref().unwrap_or(frame);
-        let t = self.target;
-        let scaled = if seen.dimensions() == (t.width, t.height) {
-            seen.clone()
-        } else {
-            scale(seen, t.width, t.height)
-        };
-        if (t.width, t.height) == self.input {
-            return scaled;
+        let (iw, ih) = self.input;
+        if input.dimensions() != (iw, ih) {
+            *input = RgbImage::new(iw, ih);
         }
-        let mean = normalization
-            .mean
-            .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
-        let mut input = RgbImage::from_pixel(self.input.0, self.input.1, Rgb(mean));
-        t.paste(&scaled, &mut input);
-        input
+        let t = self.target;
+        if t != whole(iw, ih) {
+            let mean = normalization
+                .mean
+                .map(|m| (m * 255.0).round().clamp(0.0, 255.0) as u8);
+            paint_around(input, t, mean);
+        }
+        if seen.dimensions() == (t.width, t.height) {
+            t.paste(seen, input);
+        } else {
+            scale_into(seen, input, t);
+        }
     }
 
     /// The class map (at input size) as a map covering exactly the frame, at about the
@@ -228,13 +243,27 @@ fn taps(from: u32, to: u32) -> Vec<(u32, u32, f32)> {
 }
 
 /// `image` resampled to `width`×`height` with a bilinear (triangle) filter, as image's
-/// `resize` does, through fast_image_resize's SIMD kernels (seg-cam's `preprocess_ms`:
-/// 0.8 ms for 640×480 into a 320×480 input, against 2.6 ms with image's into 224×288).
+/// `resize` does, through fast_image_resize's SIMD kernels.
 pub fn scale(image: &RgbImage, width: u32, height: u32) -> RgbImage {
-    use fast_image_resize::images::{Image, ImageRef};
-    use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions, Resizer};
-    let bilinear = ResizeAlg::Convolution(fast_image_resize::FilterType::Bilinear);
     let mut out = RgbImage::new(width, height);
+    scale_into(image, &mut out, whole(width, height));
+    out
+}
+
+thread_local! {
+    /// A resizer per thread: it keeps its intermediate buffer from frame to frame.
+    static RESIZER: std::cell::RefCell<fast_image_resize::Resizer> =
+        std::cell::RefCell::new(fast_image_resize::Resizer::new());
+}
+
+/// `image` resampled as [`scale`] does into the rectangle `at` of `out` (seg-cam's
+/// `preprocess_ms`: 0.6–0.9 ms for 640×480 into a 320×480 letterbox; image's own
+/// resize took 2.6 ms into 224×288).
+fn scale_into(image: &RgbImage, out: &mut RgbImage, at: Rect) {
+    use fast_image_resize::images::{CroppedImageMut, Image, ImageRef};
+    use fast_image_resize::{PixelType, ResizeAlg, ResizeOptions};
+    let bilinear = ResizeAlg::Convolution(fast_image_resize::FilterType::Bilinear);
+    let (ow, oh) = out.dimensions();
     let done = match (
         ImageRef::new(
             image.width(),
@@ -242,18 +271,43 @@ pub fn scale(image: &RgbImage, width: u32, height: u32) -> RgbImage {
             image.as_raw(),
             PixelType::U8x3,
         ),
-        Image::from_slice_u8(width, height, &mut out, PixelType::U8x3),
+        Image::from_slice_u8(ow, oh, out, PixelType::U8x3),
     ) {
-        (Ok(src), Ok(mut dst)) => Resizer::new()
-            .resize(&src, &mut dst, &ResizeOptions::new().resize_alg(bilinear))
-            .is_ok(),
+        (Ok(src), Ok(mut dst)) => {
+            match CroppedImageMut::new(&mut dst, at.x, at.y, at.width, at.height) {
+                Ok(mut place) => RESIZER.with_borrow_mut(|r| {
+                    r.resize(&src, &mut place, &ResizeOptions::new().resize_alg(bilinear))
+                        .is_ok()
+                }),
+                Err(_) => false,
+            }
+        }
         _ => false,
     };
-    if done {
-        out
-    } else {
+    if !done {
         // Fit never asks for an empty size; stay correct regardless.
-        imageops::resize(image, width, height, FilterType::Triangle)
+        let scaled = imageops::resize(image, at.width, at.height, FilterType::Triangle);
+        at.paste(&scaled, out);
+    }
+}
+
+/// Paint everything of `image` outside `keep` in `colour` (a letterbox's bands).
+fn paint_around(image: &mut RgbImage, keep: Rect, colour: [u8; 3]) {
+    let width = image.width() as usize;
+    let (left, right) = (keep.x as usize * 3, (keep.x + keep.width) as usize * 3);
+    let rows = keep.y as usize..(keep.y + keep.height) as usize;
+    let paint = |bytes: &mut [u8]| {
+        for px in bytes.chunks_exact_mut(3) {
+            px.copy_from_slice(&colour);
+        }
+    };
+    for (y, row) in image.chunks_exact_mut(width * 3).enumerate() {
+        if rows.contains(&y) {
+            paint(&mut row[..left]);
+            paint(&mut row[right..]);
+        } else {
+            paint(row);
+        }
     }
 }
 
@@ -261,6 +315,7 @@ pub fn scale(image: &RgbImage, width: u32, height: u32) -> RgbImage {
 mod tests {
     use super::*;
     use crate::IMAGENET;
+    use image::Rgb;
 
     fn rect(x: u32, y: u32, width: u32, height: u32) -> Rect {
         Rect {

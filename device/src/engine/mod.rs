@@ -11,6 +11,7 @@ pub mod tract;
 
 use std::borrow::Cow;
 use std::path::{Path, PathBuf};
+use std::sync::Mutex;
 
 use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -225,6 +226,9 @@ pub struct Engine {
     kind: EngineKind,
     threads: usize,
     backend: Backend,
+    /// [`Engine::classify`]'s input buffer, kept between frames: a fresh 1.8 MB buffer
+    /// (320×480) is cleared and faulted in on every frame.
+    chw: Mutex<Vec<f32>>,
 }
 
 impl Engine {
@@ -300,6 +304,7 @@ impl Engine {
             kind,
             threads,
             backend,
+            chw: Mutex::new(Vec::new()),
         })
     }
 
@@ -352,14 +357,18 @@ impl Engine {
                 image.height()
             )));
         }
-        let mut chw = vec![0.0; 3 * (w * h) as usize];
+        // Taken out for the run, so that threads sharing an engine never wait on it.
+        let mut chw = std::mem::take(&mut *self.chw.lock().unwrap_or_else(|e| e.into_inner()));
+        chw.resize(3 * (w * h) as usize, 0.0);
         self.card.normalization.to_chw(image, &mut chw);
         let classes = self.card.classes.len();
         // The argmax reads the scores in place: a copy of them costs as much again.
-        self.run_with(&chw, |raw| match raw {
+        let map = self.run_with(&chw, |raw| match raw {
             Raw::Scores(_, scores) => argmax(scores, classes, w, h),
             Raw::Classes(_, indices) => class_map(&indices, w, h),
-        })
+        });
+        *self.chw.lock().unwrap_or_else(|e| e.into_inner()) = chw;
+        map
     }
 
     /// Run on `chw` and hand `read` the output while the backend still holds it.

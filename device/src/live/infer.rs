@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use image::GrayImage;
+use image::{GrayImage, RgbImage};
 
 use super::capture::Frame;
 use super::status::Status;
@@ -39,6 +39,8 @@ pub fn run(
     status: &Status,
 ) {
     let mut cached: Option<Fit> = None;
+    // The model's input, reused from frame to frame.
+    let mut input_image = RgbImage::new(0, 0);
     let normalization = engine.card().normalization;
     while !status.stopping() {
         let frame = match input.pop(POLL) {
@@ -53,7 +55,7 @@ pub fn run(
             _ => *cached.insert(Fit::new(policy, dims, engine.input_size())),
         };
         let start = Instant::now();
-        let input_image = fit.prepare(&frame.image, &normalization);
+        fit.prepare_into(&frame.image, &normalization, &mut input_image);
         let preprocess_ms = start.elapsed().as_secs_f32() * 1000.0;
         let class_map = match engine.classify(&input_image) {
             Ok(map) => map,

@@ -21,7 +21,7 @@ use crate::error::{Error, Result};
 use crate::framebuffer::Framebuffer;
 use crate::http::{Published, Stats};
 use crate::hud::{self, HudInfo};
-use crate::jpeg::{encode_jpeg, MAX_SIDE};
+use crate::jpeg::{JpegEncoder, MAX_SIDE};
 use crate::overlay::{Overlay, OverlayOptions};
 use crate::provenance::Provenance;
 use crate::queue::{DropQueue, Pop};
@@ -128,6 +128,10 @@ struct Stage<'a> {
     drift: ClassWindow,
     /// The composed picture's buffer, reused from frame to frame.
     picture: RgbImage,
+    jpeg: JpegEncoder,
+    /// The encoder's output buffer (libjpeg-turbo's worst-case size, about 1 MB at
+    /// 640×480), reused; each frame's bytes are copied out of it.
+    jpeg_buffer: Vec<u8>,
 }
 
 /// Run until the queue closes, a stop is requested or `frames` are done (which
@@ -141,6 +145,8 @@ pub fn run(
 ) -> Result<Summary> {
     let overlay = Overlay::new(&settings.classes, settings.overlay);
     let drift = ClassWindow::new(settings.classes.len(), settings.drift_window);
+    let jpeg = JpegEncoder::new();
+    tracing::info!("JPEG: {}", jpeg.describe());
     let mut stage = Stage {
         settings,
         sinks,
@@ -158,6 +164,8 @@ pub fn run(
         skipped: 0,
         drift,
         picture: RgbImage::new(0, 0),
+        jpeg,
+        jpeg_buffer: Vec::new(),
     };
     let result = stage.run(queue);
     queue.close();
@@ -240,9 +248,12 @@ impl Stage<'_> {
         } else {
             picture
         };
-        let result = encode_jpeg(picture, self.settings.jpeg_quality);
+        let quality = self.settings.jpeg_quality;
+        let result = self
+            .jpeg
+            .encode_into(picture, quality, &mut self.jpeg_buffer);
         match result {
-            Ok(jpeg) => Some(jpeg),
+            Ok(()) => Some(self.jpeg_buffer.clone()),
             Err(e) => {
                 self.skipped += 1;
                 tracing::warn!(

@@ -248,7 +248,7 @@ fn main() -> anyhow::Result<()> {
         md,
         "`seg-cam` on `{}`, {} s, a viewer on the MJPEG stream: \
          **{:.2} frames/s** against 1/inference = {:.2} (ratio {:.2}); overlay {:.1} ms and JPEG {:.1} ms \
-         per frame (medians); resident memory {:.0} → {:.0} MiB.",
+         per frame (medians; JPEG by {}); resident memory {:.0} → {:.0} MiB.",
         p["input"].as_str().unwrap_or("?"),
         p["seconds"],
         p["pipeline_fps"].as_f64().unwrap_or(f64::NAN),
@@ -256,6 +256,7 @@ fn main() -> anyhow::Result<()> {
         p["fps_over_inference_ceiling"].as_f64().unwrap_or(f64::NAN),
         p["overlay_ms"]["median"].as_f64().unwrap_or(f64::NAN),
         p["jpeg_ms"]["median"].as_f64().unwrap_or(f64::NAN),
+        p["jpeg_encoder"].as_str().unwrap_or("?"),
         p["rss_mib"]["first"].as_f64().unwrap_or(f64::NAN),
         p["rss_mib"]["last"].as_f64().unwrap_or(f64::NAN),
     )?;
