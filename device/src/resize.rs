@@ -111,8 +111,8 @@ impl Fit {
     }
 
     /// Like [`Fit::prepare`], into `input`, whose buffer is reused when it has the input's
-    /// size: a stream's frames take no allocation, and a letterbox is scaled straight
-    /// into its place with only the bands around it painted.
+    /// size (a crop still copies its window), and a letterbox is scaled straight into
+    /// its place with only the bands around it painted.
     pub fn prepare_into(
         &self,
         frame: &RgbImage,

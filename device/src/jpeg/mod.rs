@@ -91,7 +91,14 @@ impl JpegEncoder {
         let quality = quality.clamp(1, 100);
         if let Some(turbo) = &mut self.turbo {
             return turbo
-                .compress_rgb(image.as_raw(), w, h, quality, out)
+                // An image's buffer may hold more than its pixels.
+                .compress_rgb(
+                    &image.as_raw()[..3 * width as usize * height as usize],
+                    w,
+                    h,
+                    quality,
+                    out,
+                )
                 .map_err(fail);
         }
         Encoder::new(&mut *out, quality)

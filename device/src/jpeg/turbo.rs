@@ -77,12 +77,14 @@ fn candidates(
 fn open(candidates: Vec<(PathBuf, &'static str)>) -> std::result::Result<Api, String> {
     let mut failures = Vec::new();
     for (path, from) in candidates {
+        // A library that opens but is not the right one (a stale copy beside the
+        // binary) does not hide the next candidate.
         // SAFETY: libjpeg-turbo's initialisers only set up its own tables.
-        match unsafe { Library::new(&path) } {
-            Ok(library) => {
-                return bind(library, format!("{} ({from})", path.display()))
-                    .map_err(|e| format!("{}: {e}", path.display()))
-            }
+        let opened = unsafe { Library::new(&path) }
+            .map_err(|e| e.to_string())
+            .and_then(|library| bind(library, format!("{} ({from})", path.display())));
+        match opened {
+            Ok(api) => return Ok(api),
             Err(e) => failures.push(format!("{} ({from}): {e}", path.display())),
         }
     }
@@ -96,7 +98,7 @@ fn bind(library: Library, origin: String) -> std::result::Result<Api, String> {
         // SAFETY: the caller names the function's type as turbojpeg.h declares it.
         unsafe { library.get::<T>(symbol.as_bytes()) }
             .map(|f| *f)
-            .map_err(|e| format!("no {name} in it ({e}): not libjpeg-turbo's TurboJPEG library"))
+            .map_err(|e| format!("no {name} in it ({e}): not libjpeg-turbo's TurboJPEG ≥ 2.0"))
     }
     Ok(Api {
         init_compress: function(&library, "tjInitCompress")?,
@@ -163,9 +165,10 @@ impl Compressor {
     ) -> std::result::Result<(), String> {
         let (w, h) = (c_int::from(width), c_int::from(height));
         let pitch = w * 3;
-        if rgb.len() != pitch as usize * height as usize {
+        let expected = pitch as usize * height as usize;
+        if rgb.len() != expected {
             return Err(format!(
-                "{} bytes for {width}×{height} RGB pixels",
+                "{} bytes for {width}×{height} RGB pixels, expected {expected}",
                 rgb.len()
             ));
         }
