@@ -89,23 +89,28 @@ impl JpegEncoder {
             return Err(fail("the frame is empty".into()));
         }
         let quality = quality.clamp(1, 100);
-        if let Some(turbo) = &mut self.turbo {
-            return turbo
-                // An image's buffer may hold more than its pixels.
-                .compress_rgb(
-                    &image.as_raw()[..3 * width as usize * height as usize],
-                    w,
-                    h,
-                    quality,
-                    out,
-                )
-                .map_err(fail);
+        // libjpeg refuses sides over 65500 (its JPEG_MAX_DIMENSION); jpeg-encoder takes
+        // those, and any frame libjpeg-turbo turns down for a reason of its own.
+        let mut turbo_failed = None;
+        if let Some(turbo) = self.turbo.as_mut().filter(|_| w.max(h) <= TURBO_MAX_SIDE) {
+            // An image's buffer may hold more than its pixels.
+            let rgb = &image.as_raw()[..3 * width as usize * height as usize];
+            match turbo.compress_rgb(rgb, w, h, quality, out) {
+                Ok(()) => return Ok(()),
+                Err(e) => turbo_failed = Some(e),
+            }
         }
-        Encoder::new(&mut *out, quality)
-            .encode(image.as_raw(), w, h, ColorType::Rgb)
-            .map_err(|e| fail(e.to_string()))
+        out.clear();
+        let rust = Encoder::new(&mut *out, quality).encode(image.as_raw(), w, h, ColorType::Rgb);
+        rust.map_err(|e| match turbo_failed {
+            Some(t) => fail(format!("libjpeg-turbo: {t}; jpeg-encoder: {e}")),
+            None => fail(e.to_string()),
+        })
     }
 }
+
+/// The longest side libjpeg-turbo writes.
+const TURBO_MAX_SIDE: u16 = 65_500;
 
 thread_local! {
     /// One encoder per thread for [`encode_jpeg`]'s callers.
@@ -191,6 +196,21 @@ mod tests {
         turbo.encode_into(&scene.image, 95, &mut high).unwrap();
         assert!(high.len() > low.len());
         assert!(mean_abs(&decode(&high), &scene.image) < mean_abs(&decode(&low), &scene.image));
+    }
+
+    #[test]
+    fn the_tallest_jpeg_is_written_past_libjpeg_turbos_limit() {
+        // libjpeg stops at 65500 pixels a side; JPEG itself at 65535.
+        for h in [65_500, 65_501, 65_535] {
+            let image = RgbImage::from_pixel(4, h, image::Rgb([30, 200, 30]));
+            let mut out = Vec::new();
+            JpegEncoder::new()
+                .encode_into(&image, 80, &mut out)
+                .unwrap();
+            let back = decode(&out);
+            assert_eq!(back.dimensions(), (4, h));
+            assert!(mean_abs(&back, &image) < 3.0);
+        }
     }
 
     #[test]
