@@ -13,20 +13,19 @@ use jpeg_encoder::{ColorType, Encoder};
 
 use crate::error::{Error, Result};
 
-pub use turbo::ENV as TURBOJPEG_ENV;
-
 /// The longest side a baseline JPEG can have.
 pub const MAX_SIDE: u32 = u16::MAX as u32;
 
 /// A quality that keeps class borders crisp at about 50 KB per 640×480 frame.
 pub const DEFAULT_QUALITY: u8 = 80;
 
-/// An encoder for a stream of frames: keeps libjpeg-turbo's compressor between frames.
+/// An encoder for a stream of frames: keeps libjpeg-turbo's compressor and its output
+/// buffer (sized for the worst case, about 1 MB at 640×480) between frames.
 #[derive(Debug)]
 pub struct JpegEncoder {
-    turbo: Option<turbo::Compressor>,
-    /// Why libjpeg-turbo is not used, when it is not.
-    why_not: Option<String>,
+    /// libjpeg-turbo, or why it is not used.
+    turbo: std::result::Result<turbo::Compressor, String>,
+    buffer: Vec<u8>,
 }
 
 impl Default for JpegEncoder {
@@ -38,38 +37,41 @@ impl Default for JpegEncoder {
 impl JpegEncoder {
     /// libjpeg-turbo when its library opens, else jpeg-encoder.
     pub fn new() -> Self {
-        match turbo::Compressor::new() {
-            Ok(c) => Self {
-                turbo: Some(c),
-                why_not: None,
-            },
-            Err(why) => Self {
-                turbo: None,
-                why_not: Some(why),
-            },
+        Self {
+            turbo: turbo::Compressor::new(),
+            buffer: Vec::new(),
         }
     }
 
     /// jpeg-encoder, whatever is installed.
     pub fn pure_rust() -> Self {
         Self {
-            turbo: None,
-            why_not: Some("asked for jpeg-encoder".into()),
+            turbo: Err("asked for jpeg-encoder".into()),
+            buffer: Vec::new(),
         }
     }
 
     /// Whether frames go through libjpeg-turbo.
     pub fn is_turbo(&self) -> bool {
-        self.turbo.is_some()
+        self.turbo.is_ok()
     }
 
     /// Which encoder this is, and for jpeg-encoder why libjpeg-turbo is not used.
     pub fn describe(&self) -> String {
-        match (&self.turbo, &self.why_not) {
-            (Some(c), _) => format!("libjpeg-turbo, {}", c.origin()),
-            (None, Some(why)) => format!("jpeg-encoder (no libjpeg-turbo: {why})"),
-            (None, None) => "jpeg-encoder".into(),
+        match &self.turbo {
+            Ok(c) => format!("libjpeg-turbo, {}", c.origin()),
+            Err(why) => format!("jpeg-encoder (no libjpeg-turbo: {why})"),
         }
+    }
+
+    /// `image` as a baseline JPEG of `quality` (1–100), encoded in the kept buffer and
+    /// handed out at its own size.
+    pub fn encode(&mut self, image: &RgbImage, quality: u8) -> Result<Vec<u8>> {
+        let mut buffer = std::mem::take(&mut self.buffer);
+        let result = self.encode_into(image, quality, &mut buffer);
+        let bytes = buffer.clone();
+        self.buffer = buffer;
+        result.map(|()| bytes)
     }
 
     /// `image` as a baseline JPEG of `quality` (1–100), replacing the contents of `out`
@@ -92,7 +94,12 @@ impl JpegEncoder {
         // libjpeg refuses sides over 65500 (its JPEG_MAX_DIMENSION); jpeg-encoder takes
         // those, and any frame libjpeg-turbo turns down for a reason of its own.
         let mut turbo_failed = None;
-        if let Some(turbo) = self.turbo.as_mut().filter(|_| w.max(h) <= TURBO_MAX_SIDE) {
+        if let Some(turbo) = self
+            .turbo
+            .as_mut()
+            .ok()
+            .filter(|_| w.max(h) <= TURBO_MAX_SIDE)
+        {
             // An image's buffer may hold more than its pixels.
             let rgb = &image.as_raw()[..3 * width as usize * height as usize];
             match turbo.compress_rgb(rgb, w, h, quality, out) {
@@ -100,7 +107,6 @@ impl JpegEncoder {
                 Err(e) => turbo_failed = Some(e),
             }
         }
-        out.clear();
         let rust = Encoder::new(&mut *out, quality).encode(image.as_raw(), w, h, ColorType::Rgb);
         rust.map_err(|e| match turbo_failed {
             Some(t) => fail(format!("libjpeg-turbo: {t}; jpeg-encoder: {e}")),
@@ -119,10 +125,7 @@ thread_local! {
 
 /// `image` as a baseline JPEG of `quality` (1–100), with this thread's [`JpegEncoder`].
 pub fn encode_jpeg(image: &RgbImage, quality: u8) -> Result<Vec<u8>> {
-    let mut out = Vec::new();
-    ENCODER.with_borrow_mut(|e| e.encode_into(image, quality, &mut out))?;
-    out.shrink_to_fit(); // libjpeg-turbo's buffer is sized for the worst case
-    Ok(out)
+    ENCODER.with_borrow_mut(|e| e.encode(image, quality))
 }
 
 /// Which encoder [`encode_jpeg`] uses on this thread (see [`JpegEncoder::describe`]).

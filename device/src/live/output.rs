@@ -129,9 +129,6 @@ struct Stage<'a> {
     /// The composed picture's buffer, reused from frame to frame.
     picture: RgbImage,
     jpeg: JpegEncoder,
-    /// The encoder's output buffer (libjpeg-turbo's worst-case size, about 1 MB at
-    /// 640×480), reused; each frame's bytes are copied out of it.
-    jpeg_buffer: Vec<u8>,
 }
 
 /// Run until the queue closes, a stop is requested or `frames` are done (which
@@ -165,7 +162,6 @@ pub fn run(
         drift,
         picture: RgbImage::new(0, 0),
         jpeg,
-        jpeg_buffer: Vec::new(),
     };
     let result = stage.run(queue);
     queue.close();
@@ -248,12 +244,8 @@ impl Stage<'_> {
         } else {
             picture
         };
-        let quality = self.settings.jpeg_quality;
-        let result = self
-            .jpeg
-            .encode_into(picture, quality, &mut self.jpeg_buffer);
-        match result {
-            Ok(()) => Some(self.jpeg_buffer.clone()),
+        match self.jpeg.encode(picture, self.settings.jpeg_quality) {
+            Ok(jpeg) => Some(jpeg),
             Err(e) => {
                 self.skipped += 1;
                 tracing::warn!(
