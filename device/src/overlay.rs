@@ -6,7 +6,9 @@
 //!
 //! Blending is `out = (alpha·colour + (255 − alpha)·pixel) / 255`, rounded to nearest.
 //! Each label value's premultiplied colour is tabulated once, so a frame costs a few
-//! multiply-adds per pixel and no allocation once the output buffer exists.
+//! multiply-adds per pixel and no allocation once the output buffer exists. A row is
+//! blended in spans of one tint (inside regions) with only border pixels looked up one
+//! by one, and rows that read the same class-map rows reuse the last row's spans.
 
 use image::{GrayImage, RgbImage};
 use serde::{Deserialize, Serialize};
@@ -111,6 +113,42 @@ fn taps(src: u32, dst: u32, filter: Filter) -> Vec<Tap> {
         .collect()
 }
 
+/// Output columns that read the same two class-map columns: where those columns' labels
+/// agree (inside regions, nearly everywhere) the whole group takes one tint.
+#[derive(Debug, Clone, Copy)]
+struct ColumnGroup {
+    start: usize,
+    end: usize,
+    lo: usize,
+    hi: usize,
+}
+
+/// The column taps' runs of equal source columns (taps rise with the output column).
+fn column_groups(columns: &[Tap]) -> Vec<ColumnGroup> {
+    let mut groups: Vec<ColumnGroup> = Vec::new();
+    for (x, tap) in columns.iter().enumerate() {
+        let (lo, hi) = (tap.lo as usize, tap.hi as usize);
+        match groups.last_mut() {
+            Some(g) if (g.lo, g.hi) == (lo, hi) => g.end = x + 1,
+            _ => groups.push(ColumnGroup {
+                start: x,
+                end: x + 1,
+                lo,
+                hi,
+            }),
+        }
+    }
+    groups
+}
+
+/// Column taps and their groups, for one (class-map width, frame width, filter).
+#[derive(Debug, Clone)]
+struct Columns {
+    key: (u32, u32, Filter),
+    taps: Vec<Tap>,
+    groups: Vec<ColumnGroup>,
+}
+
 /// Draws class maps over frames; keeps its colour tables and column lookups between
 /// frames, so reuse one `Overlay` for a stream.
 #[derive(Debug, Clone)]
@@ -119,16 +157,26 @@ pub struct Overlay {
     /// Tints over the frame (overlay) and over black (mask), per label value.
     over_frame: Box<[Tint; 256]>,
     over_black: Box<[Tint; 256]>,
-    /// Column taps for (class-map width, frame width, filter).
-    columns: Option<((u32, u32, Filter), Vec<Tap>)>,
-    /// One output row's tint, channel by channel (kept between rows and frames).
-    row: RowTints,
+    columns: Option<Columns>,
+    /// The current output row's spans (kept between rows and frames).
+    row: RowPlan,
 }
 
-/// The tint of every channel of one output row: looked up per pixel first, then
-/// blended in one pass over the bytes that the compiler turns into SIMD.
+/// A stretch of an output row under one tint, or (`None`) along a border, where the
+/// tint changes pixel by pixel and is kept in [`RowPlan`]'s per-channel vectors.
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    end: usize,
+    tint: Option<Tint>,
+}
+
+/// One output row as spans: a span of one tint is blended with that tint repeated,
+/// which the compiler turns into SIMD, and only border pixels are looked up one by one.
 #[derive(Debug, Clone, Default)]
-struct RowTints {
+struct RowPlan {
+    spans: Vec<Span>,
+    /// Per channel of the row, set only inside spans without a tint of their own.
     premul: Vec<u16>,
     keep: Vec<u16>,
 }
@@ -157,7 +205,7 @@ impl Overlay {
             over_frame,
             over_black,
             columns: None,
-            row: RowTints::default(),
+            row: RowPlan::default(),
         }
     }
 
@@ -204,10 +252,12 @@ impl Overlay {
         }
         let filter = self.options.filter;
         let key = (mw, fw, filter);
-        if self.columns.as_ref().map(|(k, _)| *k) != Some(key) {
-            self.columns = Some((key, taps(mw, fw, filter)));
+        if self.columns.as_ref().map(|c| c.key) != Some(key) {
+            let taps = taps(mw, fw, filter);
+            let groups = column_groups(&taps);
+            self.columns = Some(Columns { key, taps, groups });
         }
-        let columns = &self.columns.as_ref().expect("set above").1;
+        let columns = self.columns.as_ref().expect("set above");
         let rows = taps(mh, fh, filter);
 
         let frame_stride = fw as usize * 3;
@@ -218,7 +268,7 @@ impl Overlay {
             Visualize::Overlay => &self.over_frame,
             Visualize::Mask | Visualize::SideBySide => &self.over_black,
         };
-        let mut looked_up = None;
+        let mut planned = None;
         for (y, row_tap) in rows.iter().enumerate() {
             let frame_row = &frame.as_raw()[y * frame_stride..][..frame_stride];
             let out_row = &mut out_raw[y * out_stride..][..out_stride];
@@ -230,23 +280,27 @@ impl Overlay {
                 w: row_tap.w,
             };
             let row = &mut self.row;
-            // A row's tints follow from its two class-map rows' labels and, where those
-            // rows differ, the weight between them: rows with the same labels (inside
-            // regions, along upright borders) take the last row's tints as they are.
-            let same = looked_up.is_some_and(|(lo, hi, w): (&[u8], &[u8], u32)| {
-                lo == map_lo && hi == map_hi && (w == row_tap.w || map_lo == map_hi)
-            });
-            if !same {
-                row.look_up(tints, &src, columns);
-                looked_up = Some((map_lo, map_hi, row_tap.w));
+            // A row's spans follow from its two class-map rows' labels, its border tints
+            // also from the weight between them where those rows differ: rows reading the
+            // same class-map rows (inside regions, along upright borders, each pair of
+            // rows when scaling up) take the last row's spans, and tints if they can.
+            let same_labels = planned
+                .is_some_and(|(lo, hi, _): (&[u8], &[u8], u32)| lo == map_lo && hi == map_hi);
+            let same_weight = planned.is_some_and(|(.., w)| w == row_tap.w) || map_lo == map_hi;
+            if !same_labels {
+                row.plan(tints, &src, columns);
+            }
+            if !(same_labels && same_weight) {
+                row.tint_borders(tints, &src, columns);
+                planned = Some((map_lo, map_hi, row_tap.w));
             }
             match self.options.visualize {
                 Visualize::Overlay => row.blend_over(frame_row, out_row),
-                Visualize::Mask => row.blend_over_black(out_row),
+                Visualize::Mask => row.paint(out_row),
                 Visualize::SideBySide => {
                     let (left, right) = out_row.split_at_mut(frame_stride);
                     left.copy_from_slice(frame_row);
-                    row.blend_over_black(right);
+                    row.paint(right);
                 }
             }
         }
@@ -268,63 +322,136 @@ struct MapRows<'a> {
     w: u32,
 }
 
-impl RowTints {
-    /// Each output pixel's tint, from the class-map rows `src` and the column taps.
-    fn look_up(&mut self, tints: &[Tint; 256], src: &MapRows, columns: &[Tap]) {
-        let n = 3 * columns.len();
-        self.premul.resize(n, 0);
-        self.keep.resize(n, 0);
-        let lanes = self
-            .premul
-            .chunks_exact_mut(3)
-            .zip(self.keep.chunks_exact_mut(3));
-        for ((premul, keep), tap) in lanes.zip(columns) {
-            let (a, b) = (src.lo[tap.lo as usize], src.lo[tap.hi as usize]);
-            let (c, d) = (src.hi[tap.lo as usize], src.hi[tap.hi as usize]);
-            let tint = if a == b && a == c && a == d {
-                // Inside a region (almost every pixel): one class, no interpolation.
-                &tints[a as usize]
+impl RowPlan {
+    /// The row's spans from the labels of the class-map rows `src`.
+    fn plan(&mut self, tints: &[Tint; 256], src: &MapRows, columns: &Columns) {
+        self.spans.clear();
+        // The label of each group whose four taps agree (a byte compare, where a tint
+        // compare would take several), else MIXED: spans break where that changes.
+        const MIXED: u16 = 256;
+        let mut open: Option<(usize, u16)> = None;
+        for g in &columns.groups {
+            let a = src.lo[g.lo];
+            let label = if a == src.lo[g.hi] && a == src.hi[g.lo] && a == src.hi[g.hi] {
+                a as u16
             } else {
-                &bilinear(
-                    [
-                        &tints[a as usize],
-                        &tints[b as usize],
-                        &tints[c as usize],
-                        &tints[d as usize],
-                    ],
-                    tap.w,
-                    src.w,
-                )
+                MIXED
             };
-            premul.copy_from_slice(&tint.premul);
-            keep.fill(tint.keep);
+            match open {
+                Some((_, l)) if l == label => {}
+                Some((start, l)) => {
+                    self.push(start, g.start, l, tints);
+                    open = Some((g.start, label));
+                }
+                None => open = Some((g.start, label)),
+            }
+        }
+        if let Some((start, l)) = open {
+            self.push(start, columns.taps.len(), l, tints);
         }
     }
 
-    /// `out = (premul + keep·pixel) / 255`, rounded, byte by byte.
+    fn push(&mut self, start: usize, end: usize, label: u16, tints: &[Tint; 256]) {
+        let tint = tints.get(label as usize).copied();
+        self.spans.push(Span { start, end, tint });
+    }
+
+    /// The tints of the pixels in spans without one (borders): bilinear, so they also
+    /// depend on the rows' weight `src.w`, which rows with the same spans need not share.
+    fn tint_borders(&mut self, tints: &[Tint; 256], src: &MapRows, columns: &Columns) {
+        let n = 3 * columns.taps.len();
+        self.premul.resize(n, 0);
+        self.keep.resize(n, 0);
+        for span in self.spans.iter().filter(|s| s.tint.is_none()) {
+            for (x, tap) in columns.taps[span.start..span.end].iter().enumerate() {
+                let (lo, hi) = (tap.lo as usize, tap.hi as usize);
+                let quad = [
+                    &tints[src.lo[lo] as usize],
+                    &tints[src.lo[hi] as usize],
+                    &tints[src.hi[lo] as usize],
+                    &tints[src.hi[hi] as usize],
+                ];
+                let t = bilinear(quad, tap.w, src.w);
+                let x = span.start + x;
+                self.premul[3 * x..][..3].copy_from_slice(&t.premul);
+                self.keep[3 * x..][..3].fill(t.keep);
+            }
+        }
+    }
+
+    /// `out = (premul + keep·pixel) / 255`, rounded, span by span.
     fn blend_over(&self, frame_row: &[u8], out_row: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { blend_over_avx2(&self.premul, &self.keep, frame_row, out_row) };
+            return unsafe { blend_row_avx2(self, frame_row, out_row) };
         }
-        blend_over(&self.premul, &self.keep, frame_row, out_row)
+        blend_row(self, frame_row, out_row)
     }
 
     /// The same over black pixels: the colour alone.
-    fn blend_over_black(&self, out_row: &mut [u8]) {
-        for (out, &premul) in out_row.iter_mut().zip(&self.premul) {
-            *out = div255(premul);
+    fn paint(&self, out_row: &mut [u8]) {
+        for span in &self.spans {
+            let (i, j) = (3 * span.start, 3 * span.end);
+            let out = &mut out_row[i..j];
+            match span.tint {
+                Some(tint) => {
+                    let rgb = tint.premul.map(div255);
+                    for px in out.chunks_exact_mut(3) {
+                        px.copy_from_slice(&rgb);
+                    }
+                }
+                None => {
+                    for (out, &premul) in out.iter_mut().zip(&self.premul[i..j]) {
+                        *out = div255(premul);
+                    }
+                }
+            }
         }
     }
 }
 
-/// [`blend_over`] built for AVX2: 16 channels a step where x86-64's baseline SSE2 does 8
+/// [`blend_row`] built for AVX2: 16 channels a step where x86-64's baseline SSE2 does 8
 /// (release builds target the baseline; aarch64's baseline has NEON already).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn blend_over_avx2(premul: &[u16], keep: &[u16], frame_row: &[u8], out_row: &mut [u8]) {
-    blend_over(premul, keep, frame_row, out_row)
+unsafe fn blend_row_avx2(plan: &RowPlan, frame_row: &[u8], out_row: &mut [u8]) {
+    blend_row(plan, frame_row, out_row)
+}
+
+#[inline(always)]
+fn blend_row(plan: &RowPlan, frame_row: &[u8], out_row: &mut [u8]) {
+    for span in &plan.spans {
+        let (i, j) = (3 * span.start, 3 * span.end);
+        let (frame, out) = (&frame_row[i..j], &mut out_row[i..j]);
+        match span.tint {
+            // No colour (void, unknown, ignored, alpha 0): the frame as it is.
+            Some(tint) if tint.keep == 255 => out.copy_from_slice(frame),
+            Some(tint) => blend_one_tint(&tint, frame, out),
+            None => blend_over(&plan.premul[i..j], &plan.keep[i..j], frame, out),
+        }
+    }
+}
+
+/// [`blend_over`] with one tint for every pixel: the tint repeated over 16 pixels, 48
+/// channels, a whole number of pixels and of SIMD vectors.
+#[inline(always)]
+fn blend_one_tint(tint: &Tint, frame: &[u8], out: &mut [u8]) {
+    const STEP: usize = 48;
+    let premul: [u16; STEP] = std::array::from_fn(|i| tint.premul[i % 3]);
+    let keep = tint.keep;
+    let mut outs = out.chunks_exact_mut(STEP);
+    let mut frames = frame.chunks_exact(STEP);
+    for (out, frame) in (&mut outs).zip(&mut frames) {
+        for i in 0..STEP {
+            out[i] = div255(premul[i] + keep * frame[i] as u16);
+        }
+    }
+    // The rest starts on a pixel (48 is a multiple of 3), as the pattern does.
+    let rest = outs.into_remainder().iter_mut().zip(frames.remainder());
+    for ((out, &px), &premul) in rest.zip(&premul) {
+        *out = div255(premul + keep * px as u16);
+    }
 }
 
 /// `out = (premul + keep·pixel) / 255` in 16 bits: every tint keeps
@@ -456,7 +583,7 @@ mod tests {
     }
 
     #[test]
-    fn rows_taken_from_the_row_before_match_each_pixel_computed_alone() {
+    fn spans_and_rows_taken_from_the_row_before_match_each_pixel_computed_alone() {
         let classes = two_classes();
         // Rows repeated (the reuse), rows that differ in one place, and three classes.
         let rows: [[u8; 7]; 6] = [
@@ -468,13 +595,16 @@ mod tests {
             [2, 2, 2, 0, 0, 1, VOID],
         ];
         let map = GrayImage::from_fn(7, 6, |x, y| Luma([rows[y as usize][x as usize]]));
-        let frame = RgbImage::from_fn(31, 23, |x, y| Rgb([(x * 8) as u8, (y * 11) as u8, 77]));
-        for filter in [Filter::Linear, Filter::Point] {
-            for visualize in [Visualize::Overlay, Visualize::Mask] {
-                let mut overlay = Overlay::new(&classes, options(filter, visualize, 150));
-                let (out, _) = overlay.render(&frame, &map).unwrap();
-                let want = pixel_by_pixel(&overlay, &frame, &map);
-                assert_eq!(out, want, "{filter:?} {visualize:?}");
+        // 31 wide: spans shorter than the 16-pixel steps of one tint; 203: longer ones.
+        for (w, h) in [(31, 23), (203, 9)] {
+            let frame = RgbImage::from_fn(w, h, |x, y| Rgb([(x * 8) as u8, (y * 11) as u8, 77]));
+            for filter in [Filter::Linear, Filter::Point] {
+                for visualize in [Visualize::Overlay, Visualize::Mask] {
+                    let mut overlay = Overlay::new(&classes, options(filter, visualize, 150));
+                    let (out, _) = overlay.render(&frame, &map).unwrap();
+                    let want = pixel_by_pixel(&overlay, &frame, &map);
+                    assert_eq!(out, want, "{w}×{h} {filter:?} {visualize:?}");
+                }
             }
         }
     }
