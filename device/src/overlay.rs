@@ -141,34 +141,37 @@ fn column_groups(columns: &[Tap]) -> Vec<ColumnGroup> {
     groups
 }
 
-/// Column taps and their groups, for one (class-map width, frame width, filter).
+/// The taps of one (class-map size, frame size, filter): the column taps with their
+/// groups, and the row taps.
 #[derive(Debug, Clone)]
-struct Columns {
-    key: (u32, u32, Filter),
-    taps: Vec<Tap>,
+struct Grid {
+    key: ((u32, u32), (u32, u32), Filter),
+    columns: Vec<Tap>,
     groups: Vec<ColumnGroup>,
+    rows: Vec<Tap>,
 }
 
-/// Draws class maps over frames; keeps its colour tables and column lookups between
-/// frames, so reuse one `Overlay` for a stream.
+/// Draws class maps over frames; keeps its colour tables and taps between frames, so
+/// reuse one `Overlay` for a stream.
 #[derive(Debug, Clone)]
 pub struct Overlay {
     options: OverlayOptions,
     /// Tints over the frame (overlay) and over black (mask), per label value.
     over_frame: Box<[Tint; 256]>,
     over_black: Box<[Tint; 256]>,
-    columns: Option<Columns>,
+    grid: Option<Grid>,
     /// The current output row's spans (kept between rows and frames).
     row: RowPlan,
 }
 
-/// A stretch of an output row under one tint, or (`None`) along a border, where the
-/// tint changes pixel by pixel and is kept in [`RowPlan`]'s per-channel vectors.
+/// A stretch of an output row under one label's tint, or (`None`) along a border,
+/// where the tint changes pixel by pixel and is kept in [`RowPlan`]'s per-channel
+/// vectors.
 #[derive(Debug, Clone, Copy)]
 struct Span {
     start: usize,
     end: usize,
-    tint: Option<Tint>,
+    label: Option<u8>,
 }
 
 /// One output row as spans: a span of one tint is blended with that tint repeated,
@@ -204,7 +207,7 @@ impl Overlay {
             options,
             over_frame,
             over_black,
-            columns: None,
+            grid: None,
             row: RowPlan::default(),
         }
     }
@@ -251,14 +254,17 @@ impl Overlay {
             *out = RgbImage::new(ow, oh);
         }
         let filter = self.options.filter;
-        let key = (mw, fw, filter);
-        if self.columns.as_ref().map(|c| c.key) != Some(key) {
-            let taps = taps(mw, fw, filter);
-            let groups = column_groups(&taps);
-            self.columns = Some(Columns { key, taps, groups });
+        let key = ((mw, mh), (fw, fh), filter);
+        if self.grid.as_ref().map(|g| g.key) != Some(key) {
+            let columns = taps(mw, fw, filter);
+            self.grid = Some(Grid {
+                key,
+                groups: column_groups(&columns),
+                columns,
+                rows: taps(mh, fh, filter),
+            });
         }
-        let columns = self.columns.as_ref().expect("set above");
-        let rows = taps(mh, fh, filter);
+        let grid = self.grid.as_ref().expect("set above");
 
         let frame_stride = fw as usize * 3;
         let out_stride = ow as usize * 3;
@@ -269,7 +275,7 @@ impl Overlay {
             Visualize::Mask | Visualize::SideBySide => &self.over_black,
         };
         let mut planned = None;
-        for (y, row_tap) in rows.iter().enumerate() {
+        for (y, row_tap) in grid.rows.iter().enumerate() {
             let frame_row = &frame.as_raw()[y * frame_stride..][..frame_stride];
             let out_row = &mut out_raw[y * out_stride..][..out_stride];
             let map_lo = &map[row_tap.lo as usize * mw as usize..][..mw as usize];
@@ -288,19 +294,19 @@ impl Overlay {
                 .is_some_and(|(lo, hi, _): (&[u8], &[u8], u32)| lo == map_lo && hi == map_hi);
             let same_weight = planned.is_some_and(|(.., w)| w == row_tap.w) || map_lo == map_hi;
             if !same_labels {
-                row.plan(tints, &src, columns);
+                row.plan(&src, grid);
             }
             if !(same_labels && same_weight) {
-                row.tint_borders(tints, &src, columns);
+                row.tint_borders(tints, &src, grid);
                 planned = Some((map_lo, map_hi, row_tap.w));
             }
             match self.options.visualize {
-                Visualize::Overlay => row.blend_over(frame_row, out_row),
-                Visualize::Mask => row.paint(out_row),
+                Visualize::Overlay => row.blend_over(tints, frame_row, out_row),
+                Visualize::Mask => row.paint(tints, out_row),
                 Visualize::SideBySide => {
                     let (left, right) = out_row.split_at_mut(frame_stride);
                     left.copy_from_slice(frame_row);
-                    row.paint(right);
+                    row.paint(tints, right);
                 }
             }
         }
@@ -323,47 +329,39 @@ struct MapRows<'a> {
 }
 
 impl RowPlan {
-    /// The row's spans from the labels of the class-map rows `src`.
-    fn plan(&mut self, tints: &[Tint; 256], src: &MapRows, columns: &Columns) {
+    /// The row's spans from the labels of the class-map rows `src`: a group whose four
+    /// taps agree extends a span of its label (a byte compare, where a tint compare
+    /// would take several), any other extends a border span.
+    fn plan(&mut self, src: &MapRows, grid: &Grid) {
         self.spans.clear();
-        // The label of each group whose four taps agree (a byte compare, where a tint
-        // compare would take several), else MIXED: spans break where that changes.
-        const MIXED: u16 = 256;
-        let mut open: Option<(usize, u16)> = None;
-        for g in &columns.groups {
+        // The open span is kept out of the vector: one compare per group, no vector access.
+        let mut open: Option<Span> = None;
+        for g in &grid.groups {
             let a = src.lo[g.lo];
-            let label = if a == src.lo[g.hi] && a == src.hi[g.lo] && a == src.hi[g.hi] {
-                a as u16
-            } else {
-                MIXED
-            };
-            match open {
-                Some((_, l)) if l == label => {}
-                Some((start, l)) => {
-                    self.push(start, g.start, l, tints);
-                    open = Some((g.start, label));
+            let label = (a == src.lo[g.hi] && a == src.hi[g.lo] && a == src.hi[g.hi]).then_some(a);
+            match &mut open {
+                Some(span) if span.label == label => span.end = g.end,
+                _ => {
+                    let next = Span {
+                        start: g.start,
+                        end: g.end,
+                        label,
+                    };
+                    self.spans.extend(open.replace(next));
                 }
-                None => open = Some((g.start, label)),
             }
         }
-        if let Some((start, l)) = open {
-            self.push(start, columns.taps.len(), l, tints);
-        }
-    }
-
-    fn push(&mut self, start: usize, end: usize, label: u16, tints: &[Tint; 256]) {
-        let tint = tints.get(label as usize).copied();
-        self.spans.push(Span { start, end, tint });
+        self.spans.extend(open);
     }
 
     /// The tints of the pixels in spans without one (borders): bilinear, so they also
     /// depend on the rows' weight `src.w`, which rows with the same spans need not share.
-    fn tint_borders(&mut self, tints: &[Tint; 256], src: &MapRows, columns: &Columns) {
-        let n = 3 * columns.taps.len();
+    fn tint_borders(&mut self, tints: &[Tint; 256], src: &MapRows, grid: &Grid) {
+        let n = 3 * grid.columns.len();
         self.premul.resize(n, 0);
         self.keep.resize(n, 0);
-        for span in self.spans.iter().filter(|s| s.tint.is_none()) {
-            for (x, tap) in columns.taps[span.start..span.end].iter().enumerate() {
+        for span in self.spans.iter().filter(|s| s.label.is_none()) {
+            for (x, tap) in grid.columns[span.start..span.end].iter().enumerate() {
                 let (lo, hi) = (tap.lo as usize, tap.hi as usize);
                 let quad = [
                     &tints[src.lo[lo] as usize],
@@ -380,23 +378,23 @@ impl RowPlan {
     }
 
     /// `out = (premul + keep·pixel) / 255`, rounded, span by span.
-    fn blend_over(&self, frame_row: &[u8], out_row: &mut [u8]) {
+    fn blend_over(&self, tints: &[Tint; 256], frame_row: &[u8], out_row: &mut [u8]) {
         #[cfg(target_arch = "x86_64")]
         if std::arch::is_x86_feature_detected!("avx2") {
             // SAFETY: the CPU has AVX2 (checked just above).
-            return unsafe { blend_row_avx2(self, frame_row, out_row) };
+            return unsafe { blend_row_avx2(self, tints, frame_row, out_row) };
         }
-        blend_row(self, frame_row, out_row)
+        blend_row(self, tints, frame_row, out_row)
     }
 
     /// The same over black pixels: the colour alone.
-    fn paint(&self, out_row: &mut [u8]) {
+    fn paint(&self, tints: &[Tint; 256], out_row: &mut [u8]) {
         for span in &self.spans {
             let (i, j) = (3 * span.start, 3 * span.end);
             let out = &mut out_row[i..j];
-            match span.tint {
-                Some(tint) => {
-                    let rgb = tint.premul.map(div255);
+            match span.label {
+                Some(label) => {
+                    let rgb = tints[label as usize].premul.map(div255);
                     for px in out.chunks_exact_mut(3) {
                         px.copy_from_slice(&rgb);
                     }
@@ -415,19 +413,24 @@ impl RowPlan {
 /// (release builds target the baseline; aarch64's baseline has NEON already).
 #[cfg(target_arch = "x86_64")]
 #[target_feature(enable = "avx2")]
-unsafe fn blend_row_avx2(plan: &RowPlan, frame_row: &[u8], out_row: &mut [u8]) {
-    blend_row(plan, frame_row, out_row)
+unsafe fn blend_row_avx2(
+    plan: &RowPlan,
+    tints: &[Tint; 256],
+    frame_row: &[u8],
+    out_row: &mut [u8],
+) {
+    blend_row(plan, tints, frame_row, out_row)
 }
 
 #[inline(always)]
-fn blend_row(plan: &RowPlan, frame_row: &[u8], out_row: &mut [u8]) {
+fn blend_row(plan: &RowPlan, tints: &[Tint; 256], frame_row: &[u8], out_row: &mut [u8]) {
     for span in &plan.spans {
         let (i, j) = (3 * span.start, 3 * span.end);
         let (frame, out) = (&frame_row[i..j], &mut out_row[i..j]);
-        match span.tint {
+        match span.label.map(|label| &tints[label as usize]) {
             // No colour (void, unknown, ignored, alpha 0): the frame as it is.
             Some(tint) if tint.keep == 255 => out.copy_from_slice(frame),
-            Some(tint) => blend_one_tint(&tint, frame, out),
+            Some(tint) => blend_one_tint(tint, frame, out),
             None => blend_over(&plan.premul[i..j], &plan.keep[i..j], frame, out),
         }
     }

@@ -68,10 +68,11 @@ impl JpegEncoder {
     /// handed out at its own size.
     pub fn encode(&mut self, image: &RgbImage, quality: u8) -> Result<Vec<u8>> {
         let mut buffer = std::mem::take(&mut self.buffer);
-        let result = self.encode_into(image, quality, &mut buffer);
-        let bytes = buffer.clone();
+        let result = self
+            .encode_into(image, quality, &mut buffer)
+            .map(|()| buffer.clone());
         self.buffer = buffer;
-        result.map(|()| bytes)
+        result
     }
 
     /// `image` as a baseline JPEG of `quality` (1–100), replacing the contents of `out`
@@ -91,6 +92,8 @@ impl JpegEncoder {
             return Err(fail("the frame is empty".into()));
         }
         let quality = quality.clamp(1, 100);
+        // An image's buffer may hold more than its pixels.
+        let rgb = &image.as_raw()[..3 * width as usize * height as usize];
         // libjpeg refuses sides over 65500 (its JPEG_MAX_DIMENSION); jpeg-encoder takes
         // those, and any frame libjpeg-turbo turns down for a reason of its own.
         let mut turbo_failed = None;
@@ -100,14 +103,12 @@ impl JpegEncoder {
             .ok()
             .filter(|_| w.max(h) <= TURBO_MAX_SIDE)
         {
-            // An image's buffer may hold more than its pixels.
-            let rgb = &image.as_raw()[..3 * width as usize * height as usize];
             match turbo.compress_rgb(rgb, w, h, quality, out) {
                 Ok(()) => return Ok(()),
                 Err(e) => turbo_failed = Some(e),
             }
         }
-        let rust = Encoder::new(&mut *out, quality).encode(image.as_raw(), w, h, ColorType::Rgb);
+        let rust = Encoder::new(&mut *out, quality).encode(rgb, w, h, ColorType::Rgb);
         rust.map_err(|e| match turbo_failed {
             Some(t) => fail(format!("libjpeg-turbo: {t}; jpeg-encoder: {e}")),
             None => fail(e.to_string()),
