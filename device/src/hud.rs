@@ -15,6 +15,7 @@ use embedded_graphics::text::{Baseline, Text};
 use image::RgbImage;
 
 use crate::classes::PresentClass;
+use crate::overlay::div255;
 
 /// An `embedded-graphics` draw target over an `RgbImage`; pixels outside are dropped.
 pub struct Canvas<'a> {
@@ -32,14 +33,15 @@ impl<'a> Canvas<'a> {
         let Some(bottom_right) = area.bottom_right() else {
             return;
         };
-        let keep = 255 - alpha as u32;
+        // In 16 bits, as the overlay blends: the loop vectorises.
+        let keep = 255 - alpha as u16;
         let width = self.image.width() as usize;
         let (x0, x1) = (area.top_left.x as usize, bottom_right.x as usize);
         let raw: &mut [u8] = self.image;
         for y in area.top_left.y as usize..=bottom_right.y as usize {
             let row = &mut raw[(y * width + x0) * 3..(y * width + x1 + 1) * 3];
             for v in row {
-                *v = ((*v as u32 * keep + 127) / 255) as u8;
+                *v = div255(*v as u16 * keep);
             }
         }
     }
@@ -451,6 +453,19 @@ mod tests {
         assert!(banner
             .points()
             .any(|p| image.get_pixel(p.x as u32, p.y as u32).0 == [255; 3]));
+    }
+
+    #[test]
+    fn shade_rounds_every_value_and_alpha_to_nearest() {
+        let row: Vec<u8> = (0..=255).flat_map(|v| [v, v, v]).collect();
+        for alpha in 0..=255u8 {
+            let mut image = RgbImage::from_raw(256, 1, row.clone()).unwrap();
+            Canvas::new(&mut image).shade(&Rectangle::new(Point::zero(), Size::new(256, 1)), alpha);
+            for (v, px) in image.pixels().enumerate() {
+                let exact = ((v as u32 * (255 - alpha as u32) + 127) / 255) as u8;
+                assert_eq!(px.0, [exact; 3], "value {v}, alpha {alpha}");
+            }
+        }
     }
 
     #[test]

@@ -471,7 +471,7 @@ fn blend_over(premul: &[u16], keep: &[u16], frame_row: &[u8], out_row: &mut [u8]
 /// `v / 255` rounded to nearest for `v ≤ 255·255`, in 16 bits: shifts and adds, which
 /// SIMD units have and a division by a constant does not vectorise to.
 #[inline(always)]
-fn div255(v: u16) -> u8 {
+pub(crate) fn div255(v: u16) -> u8 {
     let t = v + 128;
     ((t + (t >> 8)) >> 8) as u8
 }
