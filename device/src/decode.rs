@@ -3,7 +3,7 @@
 //! KB decodes to 432 MB), so the size is checked from the header before any pixel
 //! buffer exists, and the decoder is held to the same budget.
 
-use std::io::{BufRead, Cursor, Seek};
+use std::io::{Cursor, Read};
 use std::path::Path;
 
 use image::{DynamicImage, ImageFormat, ImageReader};
@@ -71,14 +71,21 @@ pub fn open_image(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
         path: path.to_owned(),
         cause: source,
     };
-    let bytes = std::fs::metadata(path).map_err(io)?.len();
-    limits.check_bytes(bytes).map_err(invalid)?;
-    let reader = || -> Result<_> {
-        ImageReader::open(path)
-            .and_then(|r| r.with_guessed_format())
-            .map_err(io)
-    };
-    decode(reader()?, reader()?, limits).map_err(invalid)
+    limits
+        .check_bytes(std::fs::metadata(path).map_err(io)?.len())
+        .map_err(invalid)?;
+    // Read once (never more than the limit, should the file grow meanwhile): the
+    // header, the completeness check and the pixels all look at these bytes.
+    let mut data = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|f| {
+            f.take(limits.max_bytes.saturating_add(1))
+                .read_to_end(&mut data)
+        })
+        .map_err(io)?;
+    limits.check_bytes(data.len() as u64).map_err(invalid)?;
+    // The content decides; the extension only where the content has no signature.
+    decode(&data, ImageFormat::from_path(path).ok(), true, limits).map_err(invalid)
 }
 
 /// Decode an image held in memory (a camera frame) within `limits`.
@@ -88,24 +95,51 @@ pub fn decode_bytes(
     limits: &DecodeLimits,
 ) -> std::result::Result<DynamicImage, String> {
     limits.check_bytes(data.len() as u64)?;
-    let reader = || {
-        let mut r = ImageReader::new(Cursor::new(data));
-        r.set_format(format);
-        r
-    };
-    decode(reader(), reader(), limits)
+    decode(data, Some(format), false, limits)
 }
 
-/// Read the size with `header`, then decode with `pixels` if it is within the limits.
-fn decode<R: BufRead + Seek>(
-    header: ImageReader<R>,
-    mut pixels: ImageReader<R>,
+/// Read the size from the header, then decode the pixels if it is within the limits.
+fn decode(
+    data: &[u8],
+    format: Option<ImageFormat>,
+    guess: bool,
     limits: &DecodeLimits,
 ) -> std::result::Result<DynamicImage, String> {
+    let reader = || -> std::result::Result<_, String> {
+        let mut r = ImageReader::new(Cursor::new(data));
+        if let Some(format) = format {
+            r.set_format(format);
+        }
+        if guess {
+            r = r.with_guessed_format().map_err(|e| e.to_string())?;
+        }
+        Ok(r)
+    };
+    let header = reader()?;
+    if header.format() == Some(ImageFormat::Jpeg) {
+        jpeg_is_whole(data)?;
+    }
     let (width, height) = header.into_dimensions().map_err(|e| e.to_string())?;
     limits.check_size(width, height)?;
+    let mut pixels = reader()?;
     pixels.limits(limits.image_limits());
     pixels.decode().map_err(|e| e.to_string())
+}
+
+/// A JPEG cut short (a half-copied file, a camera frame that lost its end) decodes
+/// without complaint, the missing part filled in flat: refuse one whose last scan has
+/// no end-of-image marker after it. Padding after the marker is fine; scan data
+/// cannot hold the marker (a 0xFF there is followed by 0x00 or a restart marker).
+fn jpeg_is_whole(data: &[u8]) -> std::result::Result<(), String> {
+    const SOS: [u8; 2] = [0xff, 0xda];
+    const EOI: [u8; 2] = [0xff, 0xd9];
+    match data.windows(2).rposition(|w| w == EOI) {
+        Some(end) if !data[end..].windows(2).any(|w| w == SOS) => Ok(()),
+        _ => Err(format!(
+            "a truncated JPEG: no end-of-image marker after its last scan ({} bytes)",
+            data.len()
+        )),
+    }
 }
 
 #[cfg(test)]
@@ -183,5 +217,40 @@ mod tests {
         assert!(decode_bytes(b"\xff\xd8 junk", ImageFormat::Jpeg, &tiny).is_err());
         let missing = open_image(&dir.path().join("nope.png"), &DecodeLimits::default());
         assert!(missing.unwrap_err().to_string().contains("nope.png"));
+    }
+
+    #[test]
+    fn a_jpeg_cut_short_is_refused_and_padding_after_its_end_is_not() {
+        let dir = tempfile::tempdir().unwrap();
+        let picture = RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
+        let mut jpeg = Vec::new();
+        image::codecs::jpeg::JpegEncoder::new_with_quality(&mut jpeg, 90)
+            .encode_image(&picture)
+            .unwrap();
+        let limits = DecodeLimits::default();
+        let mut padded = jpeg.clone();
+        padded.extend([0u8; 64]);
+        for whole in [&jpeg, &padded] {
+            assert!(decode_bytes(whole, ImageFormat::Jpeg, &limits).is_ok());
+        }
+        // Cut inside the scan data, and just before the end marker's last byte.
+        for cut in [jpeg.len() / 2, jpeg.len() - 1] {
+            let err = decode_bytes(&jpeg[..cut], ImageFormat::Jpeg, &limits).unwrap_err();
+            assert!(err.contains("truncated JPEG"), "{err}");
+            // A file: named, whatever its extension says.
+            let path = dir.path().join(format!("cut-{cut}.png"));
+            std::fs::write(&path, &jpeg[..cut]).unwrap();
+            let msg = open_image(&path, &limits).unwrap_err().to_string();
+            assert!(
+                msg.contains(&format!("cut-{cut}.png")) && msg.contains("truncated JPEG"),
+                "{msg}"
+            );
+        }
+        let path = dir.path().join("whole.jpg");
+        std::fs::write(&path, &jpeg).unwrap();
+        assert_eq!(
+            open_image(&path, &limits).unwrap().to_rgb8().dimensions(),
+            (64, 48)
+        );
     }
 }

@@ -266,6 +266,55 @@ fn a_bad_model_file_exits_non_zero_naming_the_file_and_the_problem() {
 }
 
 #[test]
+fn numbers_out_of_range_on_the_command_line_are_errors_naming_the_flag() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let model = model.to_str().unwrap();
+    // Past what a TOML integer holds (the flags become the config file's table).
+    for (flag, value) in [
+        ("--frames", "18446744073709551615"),
+        ("--decode-max-bytes", "9223372036854775808"),
+    ] {
+        let out = seg_cam(&["test://", "--model", model, "--http", "off", flag, value]);
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{flag} {value}: no panic, an error"
+        );
+        let err = text(&out.stderr);
+        assert!(err.contains(&format!("{flag} {value}")), "{err}");
+    }
+    // Not a number of frames per second: refused as the same key in a file is, not
+    // dropped for the default.
+    for value in ["nan", "inf"] {
+        let out = seg_cam(&[
+            "test://", "--model", model, "--http", "off", "--rate", value,
+        ]);
+        assert_eq!(out.status.code(), Some(1), "--rate {value}");
+        let err = text(&out.stderr).to_lowercase();
+        assert!(err.contains("rate") && err.contains(value), "{err}");
+    }
+}
+
+#[test]
+fn a_taken_port_for_the_page_is_an_error_that_says_how_to_move_or_drop_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = seg_cam(&[
+        "test://",
+        "--model",
+        model.to_str().unwrap(),
+        "--http",
+        &addr,
+    ]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = text(&out.stderr);
+    assert!(err.contains(&addr) && err.contains("--http off"), "{err}");
+}
+
+#[test]
 fn a_folder_is_processed_image_by_image_skipping_and_counting_bad_files() {
     let dir = tempfile::tempdir().unwrap();
     let model = model(dir.path());
@@ -305,6 +354,9 @@ fn a_folder_is_processed_image_by_image_skipping_and_counting_bad_files() {
         assert_eq!(mask.dimensions(), (w, h));
         let frame = image::open(frames.join(format!("frame-{n:06}.jpg"))).unwrap();
         assert_eq!((frame.width(), frame.height()), (2 * w, h), "side by side");
+        // Each output names its input: the broken file shifts no one's name.
+        let source = images.join(format!("{n}-shot.png"));
+        assert_eq!(lines[i]["source"], source.display().to_string());
     }
     // Crop: a 2:1 image seen through a 4:3 input leaves its sides void (255).
     let wide = read_mask(&masks.join("mask-000001.png"));

@@ -1,13 +1,23 @@
 //! Connection budgets. A socket whose request head has not arrived is *pending*;
 //! pending sockets are few and, when a new one comes, the oldest is shut, so idle
-//! and trickling clients cannot keep a short request such as `/healthz` out. Once
-//! the head is in, the request is counted where it belongs (stream viewers, other
-//! pages); `/healthz` and `/stats.json` answer whatever the counts.
+//! and trickling clients cannot keep a short request such as `/healthz` out. A
+//! burst of clients arriving together is let past the limit for a moment (their
+//! heads are on their way), up to a hard ceiling. Once the head is in, the request
+//! is counted where it belongs (stream viewers, other pages); `/healthz` and
+//! `/stats.json` answer whatever the counts.
 
 use std::collections::VecDeque;
 use std::net::{Shutdown, TcpStream};
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// How long a pending socket is safe from being shut to make room: a burst of real
+/// clients (a dashboard's panels, a fleet's health checks) gets its heads in.
+const GRACE: Duration = Duration::from_millis(500);
+/// Past `max` × this, the oldest is shut however young: the ceiling on threads
+/// waiting for heads (below the server's connection cap, so that there is room left).
+const BURST: usize = 4;
 
 /// A count with a ceiling.
 #[derive(Debug)]
@@ -50,36 +60,52 @@ impl Drop for Slot {
     }
 }
 
+/// A socket waiting for its head: its id, since when, and a handle to shut it.
+type Entry = (u64, Instant, TcpStream);
+
 /// Sockets waiting for their request head, oldest first.
 #[derive(Debug)]
 pub struct Pending {
-    waiting: Mutex<VecDeque<(u64, TcpStream)>>,
+    waiting: Mutex<VecDeque<Entry>>,
     next: AtomicU64,
     max: usize,
+    grace: Duration,
 }
 
 impl Pending {
     pub fn new(max: usize) -> Arc<Self> {
+        Self::with_grace(max, GRACE)
+    }
+
+    fn with_grace(max: usize, grace: Duration) -> Arc<Self> {
         Arc::new(Self {
             waiting: Mutex::new(VecDeque::new()),
             next: AtomicU64::new(0),
             max: max.max(1),
+            grace,
         })
     }
 
-    /// Count `stream` as waiting for its head; when more than `max` wait, shut the
-    /// oldest (its thread sees the socket end and leaves). Without a handle to
+    /// Count `stream` as waiting for its head. When `max` already wait, shut the
+    /// oldest (its thread sees the socket end and leaves), unless it arrived within
+    /// the grace period and fewer than `max` × [`BURST`] wait. Without a handle to
     /// shut, the socket is refused.
     pub fn enter(self: &Arc<Self>, stream: &TcpStream) -> Option<Waiting> {
         let handle = stream.try_clone().ok()?;
         let id = self.next.fetch_add(1, Ordering::SeqCst);
         let mut waiting = self.lock();
         while waiting.len() >= self.max {
-            if let Some((_, oldest)) = waiting.pop_front() {
+            let young = waiting
+                .front()
+                .is_some_and(|(_, since, _)| since.elapsed() < self.grace);
+            if young && waiting.len() < self.max.saturating_mul(BURST) {
+                break;
+            }
+            if let Some((_, _, oldest)) = waiting.pop_front() {
                 let _ = oldest.shutdown(Shutdown::Both);
             }
         }
-        waiting.push_back((id, handle));
+        waiting.push_back((id, Instant::now(), handle));
         Some(Waiting {
             pending: self.clone(),
             id,
@@ -92,10 +118,10 @@ impl Pending {
     }
 
     fn leave(&self, id: u64) {
-        self.lock().retain(|(i, _)| *i != id);
+        self.lock().retain(|(i, ..)| *i != id);
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<(u64, TcpStream)>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, VecDeque<Entry>> {
         self.waiting.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
@@ -132,11 +158,44 @@ mod tests {
         assert_eq!(b.used(), 1);
     }
 
+    /// `n` connected pairs (client, server side counted as pending).
+    fn connect(pending: &Arc<Pending>, n: usize) -> Vec<(TcpStream, Waiting, TcpStream)> {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        (0..n)
+            .map(|_| {
+                let client = TcpStream::connect(addr).unwrap();
+                let (s, _) = listener.accept().unwrap();
+                (client, pending.enter(&s).unwrap(), s)
+            })
+            .collect()
+    }
+
+    fn is_shut(server_side: &TcpStream) -> bool {
+        server_side.set_nonblocking(true).unwrap();
+        let mut buf = [0u8; 1];
+        // Shut: reading ends at once; open: no data yet.
+        (&*server_side).read(&mut buf).is_ok_and(|n| n == 0)
+    }
+
+    #[test]
+    fn a_burst_waits_past_the_limit_up_to_its_ceiling_and_then_the_oldest_goes() {
+        let pending = Pending::with_grace(2, Duration::from_secs(3600));
+        let sockets = connect(&pending, 2 * BURST);
+        assert_eq!(pending.len(), 2 * BURST);
+        assert!(sockets.iter().all(|(.., s)| !is_shut(s)));
+        let more = connect(&pending, 1);
+        assert_eq!(pending.len(), 2 * BURST);
+        assert!(is_shut(&sockets[0].2));
+        assert!(!is_shut(&sockets[1].2) && !is_shut(&more[0].2));
+    }
+
     #[test]
     fn the_oldest_pending_socket_is_shut_when_a_new_one_comes() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();
-        let pending = Pending::new(2);
+        // Past the grace period at once: the limit holds.
+        let pending = Pending::with_grace(2, Duration::ZERO);
         let mut clients = Vec::new();
         let mut served = Vec::new();
         for _ in 0..3 {

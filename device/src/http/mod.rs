@@ -13,8 +13,9 @@
 //!
 //! What protects it: the request head must arrive whole within `head_timeout`; at
 //! most `max_pending` sockets wait for theirs (the oldest is shut when another
-//! comes); stream viewers and other pages have their own caps (503 beyond), while
-//! `/healthz` and `/stats.json` are always answered; every response, and every
+//! comes, once past a short grace that lets a burst of clients in); stream viewers
+//! and other pages have their own caps (503 beyond), while `/healthz` and
+//! `/stats.json` are always answered; every response, and every
 //! frame of a stream, must be taken within `write_timeout`; past `max_connections`
 //! a socket is refused by the accept loop itself. A `Host` that is not an address,
 //! `localhost` or this machine's name is refused (DNS rebinding), and with a token
@@ -73,7 +74,8 @@ pub struct HttpOptions {
     pub head_timeout: Duration,
     /// A response, or one frame of a stream, must be taken within this.
     pub write_timeout: Duration,
-    /// Sockets waiting for their request head; the oldest is shut beyond this.
+    /// Sockets waiting for their request head; the oldest is shut beyond this (after
+    /// a short grace, up to four times this in a burst).
     pub max_pending: usize,
     /// `/stream.mjpg` viewers at once; more get 503.
     pub max_streams: usize,

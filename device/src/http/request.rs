@@ -81,13 +81,20 @@ fn head_end(bytes: &[u8]) -> Option<usize> {
     }
 }
 
+/// A URI scheme: a letter, then letters, digits, `+`, `-` or `.` (RFC 3986 §3.1).
+fn is_scheme(s: &str) -> bool {
+    s.starts_with(|c: char| c.is_ascii_alphabetic())
+        && s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'-' | b'.'))
+}
+
 /// Parse a request head (request line and header lines, without the blank line).
 pub fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
     let text = std::str::from_utf8(head).map_err(|_| "the head is not UTF-8")?;
     let mut lines = text.split('\n').map(|l| l.strip_suffix('\r').unwrap_or(l));
     let line = lines.next().unwrap_or_default();
     let mut parts = line.split(' ');
-    let (Some(method), Some(target), version, None) =
+    let (Some(method), Some(target), Some(version), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err("the request line is not METHOD TARGET HTTP/1.x");
@@ -95,13 +102,16 @@ pub fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err("bad method");
     }
-    if version.is_some_and(|v| !v.starts_with("HTTP/1.")) {
-        return Err("only HTTP/1.x");
+    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
+        return Err("only HTTP/1.0 and HTTP/1.1");
     }
-    // Origin form (/path?query) or absolute form (http://host/path?query).
+    // Origin form (/path?query) or absolute form (http://host/path?query); a `://`
+    // further on (in a query's URL) is not a scheme.
     let target = match target.split_once("://") {
-        Some((_, rest)) => rest.find('/').map_or("/", |i| &rest[i..]),
-        None => target,
+        Some((scheme, rest)) if !target.starts_with('/') && is_scheme(scheme) => {
+            rest.find('/').map_or("/", |i| &rest[i..])
+        }
+        _ => target,
     };
     if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control()) {
         return Err("bad request target");
@@ -257,12 +267,20 @@ mod tests {
             parse("GET / HTTP/1.1\nhost:  a  ").unwrap().host.as_deref(),
             Some("a")
         );
+        // A URL inside the query is not the absolute form: path and query stay.
+        let r = parse("GET /stats.json?token=t&next=http://a/b HTTP/1.1").unwrap();
+        assert_eq!(r.path, "/stats.json");
+        assert_eq!(r.query, "token=t&next=http://a/b");
 
         for bad in [
             "",
             "GET",
             "GET  / HTTP/1.1",
             "GET / HTTP/2.0",
+            "GET /",
+            "GET / HTTP/1.1garbage",
+            "GET / HTTP/1.",
+            "GET 1http://a/b HTTP/1.1",
             "GET / HTTP/1.1 extra",
             "G(T / HTTP/1.1",
             "GET nopath HTTP/1.1",

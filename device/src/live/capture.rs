@@ -21,6 +21,8 @@ pub struct Frame {
     pub captured: Instant,
     /// From a live source: later stages may drop it rather than wait.
     pub live: bool,
+    /// Where it came from, when the source names its frames (an image file).
+    pub name: Option<String>,
 }
 
 /// Pauses between attempts to reopen a source: doubling from `first` up to `max`.
@@ -119,6 +121,7 @@ pub fn run(
                     seq,
                     captured: Instant::now(),
                     live,
+                    name: current.frame_name(),
                 };
                 seq += 1;
                 super::fault::maybe_fail("capture", seq);

@@ -121,7 +121,17 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     let published = Arc::new(Published::new());
     let server = if config.http_enabled() {
         let server =
-            HttpServer::start_with(&config.http, published.clone(), config.http_options()?)?;
+            HttpServer::start_with(&config.http, published.clone(), config.http_options()?)
+                .map_err(|e| match e {
+                    // The usual cause: another seg-cam on the default port.
+                    Error::Net { addr, cause } if cause.kind() == std::io::ErrorKind::AddrInUse => {
+                        Error::Invalid(format!(
+                            "the live page's address {addr} is taken ({cause}): another seg-cam? \
+                         Serve it elsewhere with --http ADDR:PORT, or not at all with --http off"
+                        ))
+                    }
+                    other => other,
+                })?;
         tracing::info!("serving http://{}/", server.local_addr());
         Some(server)
     } else {

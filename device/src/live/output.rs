@@ -79,6 +79,9 @@ struct FrameLine<'a> {
     frame: u64,
     /// Capture sequence number (gaps are dropped frames).
     seq: u64,
+    /// The input file the frame came from (image files and folders).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    source: Option<&'a str>,
     time_ms: f64,
     fps: f32,
     inference_ms: f32,
@@ -356,6 +359,7 @@ impl Stage<'_> {
                 event: "frame",
                 frame: n,
                 seq: frame.seq,
+                source: frame.name.as_deref(),
                 time_ms: self.start.elapsed().as_secs_f64() * 1000.0,
                 fps: self.fps,
                 inference_ms,

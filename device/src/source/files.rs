@@ -23,6 +23,8 @@ pub struct Images {
     /// Whether a file of the current pass decoded, and the last failure.
     decoded_this_pass: bool,
     last_failure: Option<String>,
+    /// The file the last frame came from.
+    last_decoded: Option<PathBuf>,
 }
 
 fn is_image(path: &Path) -> bool {
@@ -76,6 +78,7 @@ impl Images {
             limits,
             decoded_this_pass: false,
             last_failure: None,
+            last_decoded: None,
         })
     }
 
@@ -103,9 +106,11 @@ impl Source for Images {
         }
         let path = &self.paths[self.index];
         self.index += 1;
+        self.last_decoded = None;
         Ok(match open_image(path, &self.limits) {
             Ok(img) => {
                 self.decoded_this_pass = true;
+                self.last_decoded = Some(path.clone());
                 Next::Frame(img.to_rgb8())
             }
             Err(e) => {
@@ -118,6 +123,10 @@ impl Source for Images {
 
     fn describe(&self) -> String {
         format!("{} ({} images)", self.pattern, self.paths.len())
+    }
+
+    fn frame_name(&self) -> Option<String> {
+        self.last_decoded.as_ref().map(|p| p.display().to_string())
     }
 
     fn is_live(&self) -> bool {

@@ -50,6 +50,11 @@ pub trait Source: Send {
     fn on_demand(&self) -> bool {
         false
     }
+    /// The name of the frame [`Source::next`] just gave where it has one (an image
+    /// file's path), so that outputs can be traced back to their input.
+    fn frame_name(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Settings that sources take from the command line.

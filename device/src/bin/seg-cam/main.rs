@@ -169,16 +169,27 @@ impl Cli {
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
     }
 
-    /// The settings given on the command line, as a TOML table keyed like the file.
-    fn overrides(&self) -> toml::Table {
-        let serde_json::Value::Object(map) = serde_json::to_value(self).expect("flags serialise")
-        else {
-            unreachable!("a struct serialises as a map")
-        };
-        let given: serde_json::Map<_, _> = map.into_iter().filter(|(_, v)| !v.is_null()).collect();
-        match toml::Value::try_from(given).expect("flag values are TOML values") {
-            toml::Value::Table(table) => table,
-            _ => unreachable!("a map serialises as a table"),
+    /// The settings given on the command line, as a TOML table keyed like the file
+    /// (serialised straight to TOML, so that `nan` and `inf` reach the checks a file's
+    /// values get; a number TOML cannot hold is an error naming its flag).
+    fn overrides(&self) -> segcam::Result<toml::Table> {
+        match toml::Value::try_from(self) {
+            Ok(toml::Value::Table(table)) => Ok(table),
+            Ok(_) => unreachable!("a struct serialises as a table"),
+            Err(e) => {
+                let flag = serde_json::to_value(self).ok().and_then(|flags| {
+                    flags.as_object().and_then(|map| {
+                        map.iter()
+                            .find(|(_, v)| !v.is_null() && toml::Value::try_from(v).is_err())
+                            .map(|(key, value)| format!("--{key} {value}"))
+                    })
+                });
+                Err(segcam::Error::Invalid(format!(
+                    "{}: {e} (numbers stop at {})",
+                    flag.unwrap_or_else(|| "a flag".into()),
+                    i64::MAX
+                )))
+            }
         }
     }
 
@@ -187,7 +198,7 @@ impl Cli {
     /// OUTPUT and a flag that set the same thing differently are an error.
     fn settings(&self) -> segcam::Result<(toml::Table, toml::Table)> {
         let mut table = segcam::live::uri::settings(&self.outputs)?;
-        let flags = self.overrides();
+        let flags = self.overrides()?;
         for (key, value) in &flags {
             let same = |output: &toml::Value| match (key.as_str(), value.as_str()) {
                 // --fb /dev/fb0 and fb:///dev/fb0 name one device.
