@@ -362,6 +362,23 @@ fn a_folder_is_processed_image_by_image_skipping_and_counting_bad_files() {
     let wide = read_mask(&masks.join("mask-000001.png"));
     assert_eq!(wide.get_pixel(0, 20).0[0], 255);
     assert!(wide.get_pixel(40, 20).0[0] < 6);
+
+    // A second run into the same folders is told that it replaces the first's frames.
+    let again = seg_cam(&[
+        images.join("1-shot.png").to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        frames.to_str().unwrap(),
+        "--save-masks",
+        masks.to_str().unwrap(),
+        "--http",
+        "off",
+    ]);
+    assert!(again.status.success(), "{}", text(&again.stderr));
+    let log = text(&again.stderr);
+    assert!(log.contains("already holds 3 frame-* files"), "{log}");
+    assert!(log.contains("already holds 3 mask-* files"), "{log}");
 }
 
 /// A running seg-cam whose stderr is read on a thread (for the HTTP address).

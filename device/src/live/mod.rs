@@ -62,6 +62,26 @@ fn create_dir(path: &Path) -> Result<()> {
     })
 }
 
+/// Frames are numbered from 1 in every run: say so when a folder already holds some
+/// (they are replaced where the numbers meet, and any beyond this run's stay).
+fn warn_of_earlier_frames(dir: &Path, prefix: &str) {
+    let earlier = std::fs::read_dir(dir)
+        .map(|entries| {
+            entries
+                .flatten()
+                .filter(|e| e.file_name().to_string_lossy().starts_with(prefix))
+                .count()
+        })
+        .unwrap_or(0);
+    if earlier > 0 {
+        tracing::warn!(
+            "{} already holds {earlier} {prefix}* files from an earlier run: this run's replace \
+             those with the same numbers (give an empty folder to keep them apart)",
+            dir.display()
+        );
+    }
+}
+
 /// Run the pipeline until the input ends, `frames` are done, or `stop` is set (by
 /// SIGINT/SIGTERM). An error names the file or device that caused it.
 pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
@@ -114,8 +134,11 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     } else {
         Some(input.open(&options)?)
     };
-    for dir in [&config.out, &config.save_masks].into_iter().flatten() {
-        create_dir(dir)?;
+    for (dir, prefix) in [(&config.out, "frame-"), (&config.save_masks, "mask-")] {
+        if let Some(dir) = dir {
+            create_dir(dir)?;
+            warn_of_earlier_frames(dir, prefix);
+        }
     }
     let fb = config.fb.as_deref().map(Framebuffer::open).transpose()?;
     let published = Arc::new(Published::new());
