@@ -71,12 +71,11 @@ pub fn open_image(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
         path: path.to_owned(),
         cause: source,
     };
-    limits
-        .check_bytes(std::fs::metadata(path).map_err(io)?.len())
-        .map_err(invalid)?;
+    let bytes = std::fs::metadata(path).map_err(io)?.len();
+    limits.check_bytes(bytes).map_err(invalid)?;
     // Read once (never more than the limit, should the file grow meanwhile): the
     // header, the completeness check and the pixels all look at these bytes.
-    let mut data = Vec::new();
+    let mut data = Vec::with_capacity(bytes.min(limits.max_bytes) as usize + 1);
     std::fs::File::open(path)
         .and_then(|f| {
             f.take(limits.max_bytes.saturating_add(1))
@@ -84,6 +83,7 @@ pub fn open_image(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
         })
         .map_err(io)?;
     limits.check_bytes(data.len() as u64).map_err(invalid)?;
+    jpeg_is_whole(&data).map_err(invalid)?;
     // The content decides; the extension only where the content has no signature.
     decode(&data, ImageFormat::from_path(path).ok(), true, limits).map_err(invalid)
 }
@@ -116,9 +116,6 @@ fn decode(
         Ok(r)
     };
     let header = reader()?;
-    if header.format() == Some(ImageFormat::Jpeg) {
-        jpeg_is_whole(data)?;
-    }
     let (width, height) = header.into_dimensions().map_err(|e| e.to_string())?;
     limits.check_size(width, height)?;
     let mut pixels = reader()?;
@@ -126,19 +123,69 @@ fn decode(
     pixels.decode().map_err(|e| e.to_string())
 }
 
-/// A JPEG cut short (a half-copied file, a camera frame that lost its end) decodes
-/// without complaint, the missing part filled in flat: refuse one whose last scan has
-/// no end-of-image marker after it. Padding after the marker is fine; scan data
-/// cannot hold the marker (a 0xFF there is followed by 0x00 or a restart marker).
+/// A JPEG file cut short (a half-copied file) decodes without complaint, the missing
+/// part filled in flat: refuse one whose data ends before its end-of-image marker.
+/// The segments are walked from the start (a thumbnail inside APP1 is skipped whole,
+/// and what follows the marker, such as a motion photo's video, is not looked at); a
+/// structure this walk does not follow is left to the decoder. Camera frames are not
+/// held to this: some cameras end theirs without the marker.
 fn jpeg_is_whole(data: &[u8]) -> std::result::Result<(), String> {
-    const SOS: [u8; 2] = [0xff, 0xda];
-    const EOI: [u8; 2] = [0xff, 0xd9];
-    match data.windows(2).rposition(|w| w == EOI) {
-        Some(end) if !data[end..].windows(2).any(|w| w == SOS) => Ok(()),
-        _ => Err(format!(
-            "a truncated JPEG: no end-of-image marker after its last scan ({} bytes)",
+    let cut = || {
+        Err(format!(
+            "a truncated JPEG: its data ends before its end-of-image marker ({} bytes)",
             data.len()
-        )),
+        ))
+    };
+    if !data.starts_with(&[0xff, 0xd8]) {
+        return Ok(());
+    }
+    let mut at = 2;
+    loop {
+        match data.get(at) {
+            None => return cut(),
+            Some(0xff) => {}
+            Some(_) => return Ok(()),
+        }
+        // Fill bytes may repeat 0xFF before a marker.
+        while data.get(at) == Some(&0xff) {
+            at += 1;
+        }
+        let Some(&marker) = data.get(at) else {
+            return cut();
+        };
+        at += 1;
+        match marker {
+            0xd9 => return Ok(()),
+            // Markers without a length: restarts, TEM.
+            0x01 | 0xd0..=0xd7 => continue,
+            _ => {}
+        }
+        let Some(length) = data.get(at..at + 2) else {
+            return cut();
+        };
+        let length = usize::from(u16::from_be_bytes([length[0], length[1]]));
+        if length < 2 {
+            return Ok(());
+        }
+        at += length;
+        if at > data.len() {
+            return cut();
+        }
+        if marker == 0xda {
+            // Entropy-coded data: a 0xFF in it is followed by 0x00 (a stuffed byte) or
+            // a restart marker; anything else begins the next marker.
+            loop {
+                let Some(ff) = data[at..].iter().position(|&b| b == 0xff) else {
+                    return cut();
+                };
+                at += ff;
+                match data.get(at + 1) {
+                    None => return cut(),
+                    Some(0x00 | 0xd0..=0xd7) => at += 2,
+                    Some(_) => break,
+                }
+            }
+        }
     }
 }
 
@@ -220,7 +267,7 @@ mod tests {
     }
 
     #[test]
-    fn a_jpeg_cut_short_is_refused_and_padding_after_its_end_is_not() {
+    fn a_jpeg_file_cut_short_is_refused_and_data_after_its_end_is_not() {
         let dir = tempfile::tempdir().unwrap();
         let picture = RgbImage::from_fn(64, 48, |x, y| Rgb([(x * 4) as u8, (y * 5) as u8, 90]));
         let mut jpeg = Vec::new();
@@ -230,12 +277,30 @@ mod tests {
         let limits = DecodeLimits::default();
         let mut padded = jpeg.clone();
         padded.extend([0u8; 64]);
-        for whole in [&jpeg, &padded] {
-            assert!(decode_bytes(whole, ImageFormat::Jpeg, &limits).is_ok());
+        // Data after the end (a motion photo's video) may hold any bytes, markers too.
+        let mut trailer = jpeg.clone();
+        trailer.extend([
+            0xff, 0xd9, 0x12, 0xff, 0xda, 0x00, 0x08, 0xff, 0xd8, 0xff, 0xc0,
+        ]);
+        // An APP1 segment holding a whole JPEG of its own (an EXIF thumbnail).
+        let mut thumbnail = vec![0xff, 0xd8, 0xff, 0xe1];
+        thumbnail.extend(((jpeg.len() + 2) as u16).to_be_bytes());
+        thumbnail.extend(&jpeg);
+        thumbnail.extend(&jpeg[2..]);
+        for (name, bytes) in [
+            ("plain", &jpeg),
+            ("padded", &padded),
+            ("trailer", &trailer),
+            ("thumbnail", &thumbnail),
+        ] {
+            assert_eq!(jpeg_is_whole(bytes), Ok(()), "{name}");
         }
+        assert!(decode_bytes(&padded, ImageFormat::Jpeg, &limits).is_ok());
+        // The main picture cut short behind a whole thumbnail is still cut short.
+        assert!(jpeg_is_whole(&thumbnail[..thumbnail.len() - jpeg.len() / 2]).is_err());
         // Cut inside the scan data, and just before the end marker's last byte.
         for cut in [jpeg.len() / 2, jpeg.len() - 1] {
-            let err = decode_bytes(&jpeg[..cut], ImageFormat::Jpeg, &limits).unwrap_err();
+            let err = jpeg_is_whole(&jpeg[..cut]).unwrap_err();
             assert!(err.contains("truncated JPEG"), "{err}");
             // A file: named, whatever its extension says.
             let path = dir.path().join(format!("cut-{cut}.png"));

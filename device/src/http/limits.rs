@@ -191,6 +191,18 @@ mod tests {
     }
 
     #[test]
+    fn once_a_burst_is_past_its_grace_the_oldest_go_down_to_the_limit() {
+        let grace = Duration::from_millis(50);
+        let pending = Pending::with_grace(2, grace);
+        let old = connect(&pending, 3);
+        std::thread::sleep(grace * 2);
+        let new = connect(&pending, 1);
+        assert_eq!(pending.len(), 2);
+        assert!(is_shut(&old[0].2) && is_shut(&old[1].2));
+        assert!(!is_shut(&old[2].2) && !is_shut(&new[0].2));
+    }
+
+    #[test]
     fn the_oldest_pending_socket_is_shut_when_a_new_one_comes() {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         let addr = listener.local_addr().unwrap();

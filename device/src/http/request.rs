@@ -102,16 +102,25 @@ pub fn parse_head(head: &[u8]) -> Result<Request, &'static str> {
     if method.is_empty() || !method.bytes().all(is_token_byte) {
         return Err("bad method");
     }
-    if !matches!(version, "HTTP/1.0" | "HTTP/1.1") {
-        return Err("only HTTP/1.0 and HTTP/1.1");
+    // HTTP/1.x, a later minor version answered as 1.1 (RFC 9110 §2.5).
+    if !version
+        .strip_prefix("HTTP/1.")
+        .is_some_and(|minor| minor.len() == 1 && minor.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err("only HTTP/1.x");
     }
     // Origin form (/path?query) or absolute form (http://host/path?query); a `://`
     // further on (in a query's URL) is not a scheme.
-    let target = match target.split_once("://") {
+    let target: std::borrow::Cow<str> = match target.split_once("://") {
         Some((scheme, rest)) if !target.starts_with('/') && is_scheme(scheme) => {
-            rest.find('/').map_or("/", |i| &rest[i..])
+            // The authority ends at the path, the query or the fragment.
+            match rest.find(['/', '?', '#']) {
+                Some(i) if rest[i..].starts_with('/') => rest[i..].into(),
+                Some(i) => format!("/{}", &rest[i..]).into(),
+                None => "/".into(),
+            }
         }
-        _ => target,
+        _ => target.into(),
     };
     if !target.starts_with('/') || target.bytes().any(|b| b.is_ascii_control()) {
         return Err("bad request target");
@@ -267,6 +276,8 @@ mod tests {
             parse("GET / HTTP/1.1\nhost:  a  ").unwrap().host.as_deref(),
             Some("a")
         );
+        let r = parse("GET http://h?next=/x HTTP/1.2").unwrap();
+        assert_eq!((r.path.as_str(), r.query.as_str()), ("/", "next=/x"));
         // A URL inside the query is not the absolute form: path and query stay.
         let r = parse("GET /stats.json?token=t&next=http://a/b HTTP/1.1").unwrap();
         assert_eq!(r.path, "/stats.json");
@@ -280,6 +291,7 @@ mod tests {
             "GET /",
             "GET / HTTP/1.1garbage",
             "GET / HTTP/1.",
+            "GET / HTTP/1.10",
             "GET 1http://a/b HTTP/1.1",
             "GET / HTTP/1.1 extra",
             "G(T / HTTP/1.1",

@@ -181,14 +181,14 @@ impl Cli {
                     flags.as_object().and_then(|map| {
                         map.iter()
                             .find(|(_, v)| !v.is_null() && toml::Value::try_from(v).is_err())
-                            .map(|(key, value)| format!("--{key} {value}"))
+                            .map(|(key, value)| (format!("--{key} {value}"), value.is_u64()))
                     })
                 });
-                Err(segcam::Error::Invalid(format!(
-                    "{}: {e} (numbers stop at {})",
-                    flag.unwrap_or_else(|| "a flag".into()),
-                    i64::MAX
-                )))
+                Err(segcam::Error::Invalid(match flag {
+                    Some((flag, true)) => format!("{flag}: {e} (numbers stop at {})", i64::MAX),
+                    Some((flag, false)) => format!("{flag}: {e}"),
+                    None => format!("the flags: {e}"),
+                }))
             }
         }
     }
