@@ -85,7 +85,8 @@ pub fn open_image(path: &Path, limits: &DecodeLimits) -> Result<DynamicImage> {
     limits.check_bytes(data.len() as u64).map_err(invalid)?;
     jpeg_is_whole(&data).map_err(invalid)?;
     // The content decides; the extension only where the content has no signature.
-    decode(&data, ImageFormat::from_path(path).ok(), true, limits).map_err(invalid)
+    let format = image::guess_format(&data).or_else(|_| ImageFormat::from_path(path));
+    decode(&data, format.ok(), limits).map_err(invalid)
 }
 
 /// Decode an image held in memory (a camera frame) within `limits`.
@@ -95,30 +96,25 @@ pub fn decode_bytes(
     limits: &DecodeLimits,
 ) -> std::result::Result<DynamicImage, String> {
     limits.check_bytes(data.len() as u64)?;
-    decode(data, Some(format), false, limits)
+    decode(data, Some(format), limits)
 }
 
 /// Read the size from the header, then decode the pixels if it is within the limits.
 fn decode(
     data: &[u8],
     format: Option<ImageFormat>,
-    guess: bool,
     limits: &DecodeLimits,
 ) -> std::result::Result<DynamicImage, String> {
-    let reader = || -> std::result::Result<_, String> {
+    let reader = || {
         let mut r = ImageReader::new(Cursor::new(data));
         if let Some(format) = format {
             r.set_format(format);
         }
-        if guess {
-            r = r.with_guessed_format().map_err(|e| e.to_string())?;
-        }
-        Ok(r)
+        r
     };
-    let header = reader()?;
-    let (width, height) = header.into_dimensions().map_err(|e| e.to_string())?;
+    let (width, height) = reader().into_dimensions().map_err(|e| e.to_string())?;
     limits.check_size(width, height)?;
-    let mut pixels = reader()?;
+    let mut pixels = reader();
     pixels.limits(limits.image_limits());
     pixels.decode().map_err(|e| e.to_string())
 }

@@ -23,8 +23,6 @@ pub struct Images {
     /// Whether a file of the current pass decoded, and the last failure.
     decoded_this_pass: bool,
     last_failure: Option<String>,
-    /// The file the last frame came from.
-    last_decoded: Option<PathBuf>,
 }
 
 fn is_image(path: &Path) -> bool {
@@ -78,7 +76,6 @@ impl Images {
             limits,
             decoded_this_pass: false,
             last_failure: None,
-            last_decoded: None,
         })
     }
 
@@ -106,11 +103,9 @@ impl Source for Images {
         }
         let path = &self.paths[self.index];
         self.index += 1;
-        self.last_decoded = None;
         Ok(match open_image(path, &self.limits) {
             Ok(img) => {
                 self.decoded_this_pass = true;
-                self.last_decoded = Some(path.clone());
                 Next::Frame(img.to_rgb8())
             }
             Err(e) => {
@@ -126,7 +121,9 @@ impl Source for Images {
     }
 
     fn frame_name(&self) -> Option<String> {
-        self.last_decoded.as_ref().map(|p| p.display().to_string())
+        // The file `next` read last: asked only after it gave a frame.
+        let last = self.index.checked_sub(1)?;
+        self.paths.get(last).map(|p| p.display().to_string())
     }
 
     fn is_live(&self) -> bool {
