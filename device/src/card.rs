@@ -200,6 +200,15 @@ impl ModelCard {
                 )));
             }
         }
+        let n = card.normalization;
+        if !(n.std.iter().all(|s| s.is_finite() && *s > 0.0)
+            && n.mean.iter().all(|m| m.is_finite()))
+        {
+            return Err(Error::Invalid(format!(
+                "the model card's normalisation (mean {:?}, std {:?}) needs finite means and positive standard deviations",
+                n.mean, n.std
+            )));
+        }
         Ok(card)
     }
 
@@ -292,6 +301,26 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(msg.contains("class_distribution"), "{msg}");
+        }
+    }
+
+    #[test]
+    fn a_normalisation_that_divides_by_zero_or_nan_is_refused() {
+        for (mean, std) in [
+            ([0.5; 3], [0.2, 0.0, 0.2]),
+            ([0.5; 3], [0.2, -1.0, 0.2]),
+            ([f32::NAN, 0.5, 0.5], [0.2; 3]),
+        ] {
+            let mut card = sample();
+            card.normalization = Normalization { mean, std };
+            // JSON has no NaN: write the value a hand-edited card would carry.
+            let mut v: serde_json::Value = serde_json::from_str(&card.to_json()).unwrap();
+            v["normalization"]["mean"][0] =
+                serde_json::json!(if mean[0].is_nan() { 1e39 } else { 0.5 });
+            let msg = ModelCard::from_json(&v.to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("normalisation"), "{msg}");
         }
     }
 

@@ -60,9 +60,42 @@ pub fn voc_palette() -> Vec<[u8; 3]> {
 /// An ordered list of classes, each with the colour that marks it in label images and
 /// overlays. Index `i` is the network's output channel `i`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(try_from = "ClassListFields")]
 pub struct ClassList {
     pub names: Vec<String>,
     pub colours: Vec<[u8; 3]>,
+    /// Colours besides VOC's void colour that label images use for pixels to ignore
+    /// (a labelmap's `void` or `ignore` lines).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub void_colours: Vec<[u8; 3]>,
+}
+
+/// A [`ClassList`] as read from a card or checkpoint, checked before it is one.
+#[derive(Deserialize)]
+struct ClassListFields {
+    names: Vec<String>,
+    colours: Vec<[u8; 3]>,
+    #[serde(default)]
+    void_colours: Vec<[u8; 3]>,
+}
+
+impl TryFrom<ClassListFields> for ClassList {
+    type Error = String;
+
+    fn try_from(f: ClassListFields) -> std::result::Result<Self, String> {
+        if f.names.len() != f.colours.len() {
+            return Err(format!(
+                "{} class names but {} colours",
+                f.names.len(),
+                f.colours.len()
+            ));
+        }
+        let mut list =
+            Self::new(f.names.into_iter().zip(f.colours).collect()).map_err(|e| e.to_string())?;
+        list.set_void_colours(f.void_colours)
+            .map_err(|e| e.to_string())?;
+        Ok(list)
+    }
 }
 
 impl ClassList {
@@ -71,6 +104,16 @@ impl ClassList {
         Self {
             names: VOC_CLASSES.iter().map(|s| s.to_string()).collect(),
             colours: (0..21).map(voc_colour).collect(),
+            void_colours: Vec::new(),
+        }
+    }
+
+    /// The first `n` classes of this list (with its void colours).
+    pub fn first(&self, n: usize) -> Self {
+        Self {
+            names: self.names[..n].to_vec(),
+            colours: self.colours[..n].to_vec(),
+            void_colours: self.void_colours.clone(),
         }
     }
 
@@ -96,6 +139,17 @@ impl ClassList {
                 VOID
             )));
         }
+        let mut names = HashMap::new();
+        for (i, (name, _)) in entries.iter().enumerate() {
+            if name.trim().is_empty() {
+                return Err(Error::Invalid(format!("class {i} has an empty name")));
+            }
+            if let Some(j) = names.insert(name.as_str(), i) {
+                return Err(Error::Invalid(format!(
+                    "classes {j} and {i} are both named '{name}'"
+                )));
+            }
+        }
         let mut seen = HashMap::new();
         for (i, (name, colour)) in entries.iter().enumerate() {
             if *colour == VOID_COLOUR {
@@ -111,7 +165,23 @@ impl ClassList {
             }
         }
         let (names, colours) = entries.into_iter().unzip();
-        Ok(Self { names, colours })
+        Ok(Self {
+            names,
+            colours,
+            void_colours: Vec::new(),
+        })
+    }
+
+    /// Mark these colours as void in label images, refusing one a class uses.
+    pub fn set_void_colours(&mut self, colours: Vec<[u8; 3]>) -> Result<()> {
+        if let Some(c) = colours.iter().find(|c| self.colours.contains(c)) {
+            let name = &self.names[self.colours.iter().position(|k| k == c).unwrap_or(0)];
+            return Err(Error::Invalid(format!(
+                "colour {c:?} is both void and class '{name}'"
+            )));
+        }
+        self.void_colours = colours;
+        Ok(())
     }
 
     /// Read a CVAT-style `labelmap.txt`: `name:r,g,b:parts:actions` per line, `#`
@@ -128,6 +198,9 @@ impl ClassList {
             message,
         };
         let mut entries = Vec::new();
+        let mut void = Vec::new();
+        // A byte-order mark (Windows editors write one) is not part of the first line.
+        let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
         for (n, raw) in text.lines().enumerate() {
             let line = raw.trim();
             if line.is_empty() || line.starts_with('#') {
@@ -155,11 +228,18 @@ impl ClassList {
                 return Err(bad(n + 1, "empty class name".into()));
             }
             if matches!(name.as_str(), "void" | "ignore") {
+                if [r, g, b] != VOID_COLOUR {
+                    void.push([r, g, b]);
+                }
                 continue;
             }
             entries.push((name, [r, g, b]));
         }
-        Self::new(entries).map_err(|e| bad(0, e.to_string()))
+        // What is wrong with the list as a whole has no one line to name.
+        let whole = |e: Error| Error::Invalid(format!("{}: {e}", path.display()));
+        let mut list = Self::new(entries).map_err(whole)?;
+        list.set_void_colours(void).map_err(whole)?;
+        Ok(list)
     }
 
     /// The `labelmap.txt` text for this list (what [`ClassList::read_labelmap`] reads).
@@ -167,6 +247,9 @@ impl ClassList {
         let mut out = String::from("# label:color_rgb:parts:actions\n");
         for (name, [r, g, b]) in self.names.iter().zip(&self.colours) {
             out.push_str(&format!("{name}:{r},{g},{b}::\n"));
+        }
+        for [r, g, b] in &self.void_colours {
+            out.push_str(&format!("void:{r},{g},{b}::\n"));
         }
         out
     }
@@ -180,6 +263,9 @@ impl ClassList {
             .map(|(i, c)| (*c, i as u8))
             .collect();
         map.insert(VOID_COLOUR, VOID);
+        for c in &self.void_colours {
+            map.insert(*c, VOID);
+        }
         map
     }
 
@@ -343,6 +429,23 @@ mod tests {
         let text = classes.to_labelmap() + "void:224,224,192::\n";
         std::fs::write(&path, text).unwrap();
         assert_eq!(ClassList::read_labelmap(&path).unwrap(), classes);
+
+        // Another void colour is ignored in labels too; a byte-order mark is no name.
+        let text = format!("\u{feff}{}void:255,255,255::\n", classes.to_labelmap());
+        std::fs::write(&path, text).unwrap();
+        let read = ClassList::read_labelmap(&path).unwrap();
+        assert_eq!(read.names, classes.names);
+        assert_eq!(read.void_colours, [[255, 255, 255]]);
+        assert_eq!(read.colour_lookup()[&[255, 255, 255]], VOID);
+        std::fs::write(&path, read.to_labelmap()).unwrap();
+        assert_eq!(ClassList::read_labelmap(&path).unwrap(), read);
+        // A void colour may not be a class's as well.
+        std::fs::write(&path, classes.to_labelmap() + "void:10,200,30::\n").unwrap();
+        let msg = ClassList::read_labelmap(&path).unwrap_err().to_string();
+        assert!(
+            msg.contains("labelmap.txt") && msg.contains("weed"),
+            "{msg}"
+        );
     }
 
     #[test]
@@ -359,8 +462,35 @@ mod tests {
     }
 
     #[test]
-    fn duplicate_colours_are_refused() {
+    fn duplicate_colours_and_names_are_refused() {
         let err = ClassList::new(vec![("a".into(), [1, 2, 3]), ("b".into(), [1, 2, 3])]);
         assert!(err.unwrap_err().to_string().contains("share the colour"));
+        let err = ClassList::new(vec![("a".into(), [1, 2, 3]), ("a".into(), [4, 5, 6])]);
+        assert!(err.unwrap_err().to_string().contains("both named 'a'"));
+    }
+
+    #[test]
+    fn a_class_list_read_from_json_is_checked_as_one_built() {
+        let read = |json: &str| serde_json::from_str::<ClassList>(json).map_err(|e| e.to_string());
+        let good = ClassList::voc().first(3);
+        assert_eq!(read(&serde_json::to_string(&good).unwrap()).unwrap(), good);
+        for (json, why) in [
+            (
+                r#"{"names":["a","b"],"colours":[[1,2,3]]}"#,
+                "2 class names but 1 colours",
+            ),
+            (
+                r#"{"names":["a","b"],"colours":[[1,2,3],[1,2,3]]}"#,
+                "share the colour",
+            ),
+            (r#"{"names":[],"colours":[]}"#, "at least one class"),
+            (
+                r#"{"names":["a"],"colours":[[1,2,3]],"void_colours":[[1,2,3]]}"#,
+                "both void and class 'a'",
+            ),
+        ] {
+            let err = read(json).unwrap_err();
+            assert!(err.contains(why), "{json}: {err}");
+        }
     }
 }

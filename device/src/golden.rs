@@ -305,10 +305,7 @@ mod tests {
 
         // Another model of the same input size, with fewer classes: its maps differ.
         let all = scene_classes();
-        let three = crate::ClassList {
-            names: all.names[..3].to_vec(),
-            colours: all.colours[..3].to_vec(),
-        };
+        let three = all.first(3);
         let other = card(three, 24, 32, false);
         let other = Engine::load(&write_model(dir.path(), "o.onnx", &other), 1).unwrap();
         let report = check(&other, &set_dir, &required).unwrap();

@@ -98,10 +98,7 @@ pub(crate) fn test_card(classes: usize, height: u32, width: u32) -> ModelCard {
         format_version: CARD_VERSION,
         name: "test".into(),
         architecture: "test".into(),
-        classes: crate::ClassList {
-            names: voc.names[..classes].to_vec(),
-            colours: voc.colours[..classes].to_vec(),
-        },
+        classes: voc.first(classes),
         input_name: "image".into(),
         input_height: height,
         input_width: width,

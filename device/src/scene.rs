@@ -43,6 +43,7 @@ pub fn scene_classes() -> ClassList {
             .map(|&v| VOC_CLASSES[v as usize].to_string())
             .collect(),
         colours: VOC_OF_COMPACT.iter().map(|&v| voc_colour(v)).collect(),
+        void_colours: Vec::new(),
     }
 }
 

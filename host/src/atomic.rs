@@ -1,12 +1,15 @@
 //! The one way seg-host writes a file: under a unique temporary name beside it, flushed
 //! to disk and only then renamed over the destination. A failure, or a [`Pending`]
 //! dropped before [`Pending::persist`], removes the temporary file, so a kill or a
-//! full disk leaves neither a partial file under the real name nor litter beside it.
+//! full disk leaves neither a partial file under the real name nor litter beside it:
+//! Ctrl-C and SIGTERM remove the unfinished files ([`remove_pending_on_signal`]), and
+//! what a harder kill leaves is swept by the next run ([`remove_stale`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Mutex;
 
 use anyhow::{bail, Context, Result};
 use serde::Serialize;
@@ -28,8 +31,13 @@ impl Pending {
         };
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
         let tmp = format!(".{}.{}-{n}.tmp", name.to_string_lossy(), std::process::id());
+        let tmp = dest.with_file_name(tmp);
+        UNFINISHED
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .push(tmp.clone());
         Ok(Self {
-            tmp: dest.with_file_name(tmp),
+            tmp,
             dest: dest.to_path_buf(),
             persisted: false,
         })
@@ -72,7 +80,96 @@ impl Drop for Pending {
         if !self.persisted {
             let _ = std::fs::remove_file(&self.tmp);
         }
+        let mut unfinished = UNFINISHED.lock().unwrap_or_else(|e| e.into_inner());
+        unfinished.retain(|p| p != &self.tmp);
     }
+}
+
+/// The temporary files of every [`Pending`] alive in this process.
+static UNFINISHED: Mutex<Vec<PathBuf>> = Mutex::new(Vec::new());
+
+/// On Ctrl-C or SIGTERM, remove the unfinished files, then end by the signal: a
+/// stopped export or training run leaves its earlier outputs and nothing else.
+pub fn remove_pending_on_signal() -> Result<()> {
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])
+        .context("cannot install the Ctrl-C handler")?;
+    std::thread::Builder::new()
+        .name("signals".into())
+        .spawn(move || {
+            if let Some(signal) = signals.forever().next() {
+                let unfinished = UNFINISHED.lock().unwrap_or_else(|e| e.into_inner());
+                for path in unfinished.iter() {
+                    let _ = std::fs::remove_file(path);
+                }
+                let what = if signal == SIGINT {
+                    "interrupted"
+                } else {
+                    "terminated"
+                };
+                eprintln!(
+                    "seg-host: {what}; {} unfinished file(s) removed, finished ones untouched",
+                    unfinished.len()
+                );
+                // End as the signal would have (a shell shows 130 for Ctrl-C): no
+                // exit handlers, which would tear libtorch down under its own threads.
+                let _ = signal_hook::low_level::emulate_default_handler(signal);
+                std::process::abort();
+            }
+        })
+        .context("cannot start the Ctrl-C handler")?;
+    Ok(())
+}
+
+/// Remove from `dir` the temporary files of [`Pending`]s whose process is gone (a run
+/// killed mid-write): only names of this module's form whose process id does not
+/// run, so a user's own `.tmp` files and another running seg-host's stay. The count.
+pub fn remove_stale(dir: &Path) -> Result<usize> {
+    let mut removed = 0;
+    for entry in
+        std::fs::read_dir(dir).with_context(|| format!("{}: cannot list", dir.display()))?
+    {
+        let path = entry?.path();
+        let Some(pid) = path
+            .file_name()
+            .and_then(|n| n.to_str())
+            .and_then(pending_pid)
+        else {
+            continue;
+        };
+        let running = Path::new("/proc").join(pid.to_string()).exists();
+        if !running && path.is_file() {
+            std::fs::remove_file(&path)
+                .with_context(|| format!("{}: cannot remove", path.display()))?;
+            removed += 1;
+        }
+    }
+    Ok(removed)
+}
+
+/// [`remove_stale`] in the folder `dest` goes to; a failure there only warns.
+pub fn remove_stale_beside(dest: &Path) {
+    let dir = dest
+        .parent()
+        .filter(|d| !d.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
+    match remove_stale(dir) {
+        Ok(0) => {}
+        Ok(n) => tracing::info!(
+            "removed {n} unfinished file(s) a stopped run left in {}",
+            dir.display()
+        ),
+        Err(e) => tracing::warn!("{e:#}"),
+    }
+}
+
+/// The process id in a [`Pending`]'s temporary name (`.NAME.PID-N.tmp`).
+fn pending_pid(name: &str) -> Option<u32> {
+    let inner = name.strip_prefix('.')?.strip_suffix(".tmp")?;
+    let (_, ids) = inner.rsplit_once('.')?;
+    let (pid, n) = ids.split_once('-')?;
+    n.parse::<u64>().ok()?;
+    pid.parse().ok()
 }
 
 /// Write `bytes` to `path` atomically.
@@ -98,6 +195,29 @@ pub fn write_with(path: &Path, fill: impl FnOnce(&mut dyn Write) -> Result<()>) 
 /// Serialise `value` as pretty JSON to `path` atomically.
 pub fn write_json<T: Serialize>(path: &Path, value: &T) -> Result<()> {
     write(path, serde_json::to_string_pretty(value)?.as_bytes())
+}
+
+/// Refuse, before any work, an output file that cannot be written or would replace
+/// one of the command's own `inputs` (the same file by device and inode, whatever
+/// the path says): a folder, or `--out` naming the model or checkpoint read.
+pub fn check_output(out: &Path, inputs: &[&Path]) -> Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    let Ok(meta) = std::fs::metadata(out) else {
+        return Ok(()); // not there yet: nothing to replace
+    };
+    if meta.is_dir() {
+        bail!("{}: is a folder; --out takes a file name", out.display());
+    }
+    for input in inputs {
+        if std::fs::metadata(input).is_ok_and(|m| (m.dev(), m.ino()) == (meta.dev(), meta.ino())) {
+            bail!(
+                "{}: is this command's input {}; write the output to another file",
+                out.display(),
+                input.display()
+            );
+        }
+    }
+    Ok(())
 }
 
 /// Create the folder `path` will be written to, naming it if that fails.
@@ -161,6 +281,42 @@ mod tests {
         assert!(write(&dir.path().join("no/such.txt"), b"z").is_err());
         create_parent(&dir.path().join("no/such.txt")).unwrap();
         write(&dir.path().join("no/such.txt"), b"z").unwrap();
+    }
+
+    #[test]
+    fn an_output_may_not_be_an_input_or_a_folder() {
+        let dir = tempfile::tempdir().unwrap();
+        let input = dir.path().join("m.onnx");
+        std::fs::write(&input, b"model").unwrap();
+        let other = dir.path().join("other.onnx");
+        std::fs::write(&other, b"old output").unwrap();
+        check_output(&dir.path().join("new.onnx"), &[&input]).unwrap();
+        check_output(&other, &[&input]).unwrap();
+        let same = dir.path().join("./m.onnx");
+        let err = check_output(&same, &[&input]).unwrap_err().to_string();
+        assert!(err.contains("input"), "{err}");
+        std::fs::hard_link(&input, dir.path().join("link.onnx")).unwrap();
+        assert!(check_output(&dir.path().join("link.onnx"), &[&input]).is_err());
+        let err = check_output(dir.path(), &[&input]).unwrap_err().to_string();
+        assert!(err.contains("folder"), "{err}");
+        assert_eq!(std::fs::read(&input).unwrap(), b"model");
+    }
+
+    #[test]
+    fn only_pending_files_of_processes_that_are_gone_are_stale() {
+        let dir = tempfile::tempdir().unwrap();
+        // pid_max is at most 2^22: this process id runs nowhere.
+        let gone = dir.path().join(".best.safetensors.4999999-0.tmp");
+        let ours = Pending::beside(&dir.path().join("m.onnx")).unwrap();
+        ours.write(b"x").unwrap();
+        for keep in ["draft.tmp", ".notes.tmp", ".a.b.12x-1.tmp", "m.onnx"] {
+            std::fs::write(dir.path().join(keep), b"user's").unwrap();
+        }
+        std::fs::write(&gone, b"half").unwrap();
+        assert_eq!(pending_pid(".m.onnx.4999999-12.tmp"), Some(4999999));
+        assert_eq!(remove_stale(dir.path()).unwrap(), 1);
+        assert!(!gone.exists() && ours.path().exists());
+        assert_eq!(names(dir.path()).len(), 5);
     }
 
     #[test]

@@ -11,7 +11,7 @@ use segcam::{ClassList, Normalization};
 use serde::{Deserialize, Serialize};
 use tch::{nn::VarStore, Kind, Tensor};
 
-use crate::atomic::{self, Pending};
+use crate::atomic::Pending;
 use crate::model::{FINAL_CONV, TRANSPOSE_CONV};
 
 pub const ARCHITECTURE: &str = "fcn-resnet18";
@@ -62,7 +62,9 @@ pub fn info_path(weights: &Path) -> PathBuf {
     weights.with_extension("json")
 }
 
-/// Write `weights` (a `.safetensors` path) and its JSON, each atomically.
+/// Write `weights` (a `.safetensors` path) and its JSON, each atomically, both
+/// finished under temporary names before either is renamed; a kill between the two
+/// renames is caught on reading ([`read_weights`] compares their steps).
 pub fn save(vs: &VarStore, info: &CheckpointInfo, weights: &Path) -> Result<()> {
     let mut named: Vec<(String, Tensor)> = vs
         .variables()
@@ -84,8 +86,10 @@ pub fn save(vs: &VarStore, info: &CheckpointInfo, weights: &Path) -> Result<()> 
     let pending = Pending::beside(weights)?;
     Tensor::write_safetensors(&named, pending.path())
         .with_context(|| format!("{}: cannot write checkpoint", weights.display()))?;
+    let json = Pending::beside(&info_path(weights))?;
+    json.write(serde_json::to_string_pretty(info)?.as_bytes())?;
     pending.persist()?;
-    atomic::write_json(&info_path(weights), info)
+    json.persist()
 }
 
 /// Read a checkpoint's JSON, checking it describes our architecture and format.
@@ -114,7 +118,30 @@ pub fn read_info(weights: &Path) -> Result<CheckpointInfo> {
             info.format_version
         );
     }
+    let [h, w] = info.crop;
+    crate::model::check_size(h, w)
+        .with_context(|| format!("{}: the training crop", path.display()))?;
     Ok(info)
+}
+
+/// The tensors of the checkpoint `weights` that `info` (its JSON) describes, refused
+/// when they are not the same save: the batch norms' step counters must be the
+/// description's step.
+pub fn read_weights(weights: &Path, info: &CheckpointInfo) -> Result<HashMap<String, Tensor>> {
+    let tensors = read_tensors(weights)?;
+    let steps = tensors
+        .iter()
+        .filter(|(name, _)| name.ends_with(".num_batches_tracked"))
+        .map(|(_, t)| t.int64_value(&[]));
+    if let Some(step) = steps.into_iter().find(|&s| s != info.step as i64) {
+        bail!(
+            "{}: the weights are from step {step} but {} describes step {}: the two were not saved together (a run stopped while saving?); use the run's other checkpoint (best or last)",
+            weights.display(),
+            info_path(weights).display(),
+            info.step
+        );
+    }
+    Ok(tensors)
 }
 
 /// Read every tensor of a safetensors file by name.
@@ -235,8 +262,33 @@ mod tests {
         let (a, b) = (vs.variables(), other.variables());
         assert!(a["layer1.0.conv1.weight"].equal(&b["layer1.0.conv1.weight"]));
         assert_eq!(read_info(&path).unwrap().step, 7);
+        assert_eq!(read_weights(&path, &info(7)).unwrap().len(), tensors.len());
         // No temporary files are left behind.
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2);
+    }
+
+    #[test]
+    fn weights_and_a_description_from_different_saves_are_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("last.safetensors");
+        let vs = VarStore::new(tch::Device::Cpu);
+        let _net = Fcn::new(&vs.root(), 21);
+        save(&vs, &info(7), &path).unwrap();
+        // As a stop between the two renames leaves them: new weights, old description.
+        let old = serde_json::to_string(&info(3)).unwrap();
+        std::fs::write(info_path(&path), old).unwrap();
+        let stale = read_info(&path).unwrap();
+        let msg = read_weights(&path, &stale).unwrap_err().to_string();
+        assert!(
+            msg.contains("last.safetensors") && msg.contains("step 7") && msg.contains("step 3"),
+            "{msg}"
+        );
+        // A description whose crop the network cannot take is refused on reading.
+        let mut odd = info(7);
+        odd.crop = [50, 70];
+        std::fs::write(info_path(&path), serde_json::to_string(&odd).unwrap()).unwrap();
+        let msg = format!("{:#}", read_info(&path).unwrap_err());
+        assert!(msg.contains("last.json") && msg.contains("50×70"), "{msg}");
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl VocDataset {
             dropped_small: 0,
             dropped_bad: 0,
         };
-        for id in text.lines().map(str::trim).filter(|l| !l.is_empty()) {
+        // A byte-order mark (Windows editors write one) is not part of the first id.
+        let ids = text.strip_prefix('\u{feff}').unwrap_or(&text);
+        for id in ids.lines().map(str::trim).filter(|l| !l.is_empty()) {
             let sample = Sample {
                 id: id.to_owned(),
                 image: root.join("JPEGImages").join(format!("{id}.jpg")),
@@ -124,7 +126,12 @@ impl VocDataset {
     pub fn keep_at_least(&mut self, height: u32, width: u32, bad: BadFiles) -> Result<()> {
         let mut kept = Vec::with_capacity(self.samples.len());
         for s in std::mem::take(&mut self.samples) {
-            match image::image_dimensions(&s.image) {
+            // By content, as decoding goes: a PNG saved as .jpg is still an image.
+            let size = image::ImageReader::open(&s.image)
+                .and_then(|r| r.with_guessed_format())
+                .map_err(image::ImageError::IoError)
+                .and_then(|r| r.into_dimensions());
+            match size {
                 Ok((w, h)) if w >= width && h >= height => kept.push(s),
                 Ok(_) => self.dropped_small += 1,
                 Err(e) if bad == BadFiles::Skip => {
@@ -218,10 +225,19 @@ pub fn read_label(path: &Path, classes: &ClassList) -> Result<GrayImage> {
     let mut buf = vec![0; size];
     let frame = reader.next_frame(&mut buf).map_err(|e| corrupt(&e))?;
     let (w, h) = (frame.width, frame.height);
-    let data = &buf[..frame.buffer_size()];
-    if frame.bit_depth != png::BitDepth::Eight {
+    let mut data = &buf[..frame.buffer_size()];
+    let unpacked;
+    let packed = matches!(
+        frame.color_type,
+        png::ColorType::Indexed | png::ColorType::Grayscale
+    ) && (frame.bit_depth as u8) < 8;
+    if packed {
+        // Small palettes are often saved at 1, 2 or 4 bits (PIL does): a byte each.
+        unpacked = unpack(data, frame.bit_depth as u8, w, frame.line_size);
+        data = &unpacked;
+    } else if frame.bit_depth != png::BitDepth::Eight {
         bail!(
-            "{}: label PNG has bit depth {:?}, expected 8",
+            "{}: label PNG has bit depth {:?}, expected 8 (or 1, 2, 4 for palette and grey)",
             path.display(),
             frame.bit_depth
         );
@@ -286,6 +302,21 @@ pub fn read_label(path: &Path, classes: &ClassList) -> Result<GrayImage> {
         ),
     };
     Ok(GrayImage::from_raw(w, h, pixels).expect("label buffer size"))
+}
+
+/// The pixels of a 1-, 2- or 4-bit PNG image, one byte each: rows of `line_size`
+/// bytes, each pixel `bits` wide, the first in the high bits.
+fn unpack(data: &[u8], bits: u8, width: u32, line_size: usize) -> Vec<u8> {
+    let per_byte = 8 / bits as usize;
+    let mask = (1u8 << bits) - 1;
+    data.chunks(line_size.max(1))
+        .flat_map(|row| {
+            (0..width as usize).map(move |x| {
+                let shift = 8 - bits as usize * (x % per_byte + 1);
+                (row[x / per_byte] >> shift) & mask
+            })
+        })
+        .collect()
 }
 
 fn palette_colour(palette: &[u8], i: u8) -> [u8; 3] {
@@ -378,6 +409,46 @@ mod tests {
         let p = dir.path().join("grey.png");
         write_png(&p, 2, 1, png::ColorType::Grayscale, None, &[3, 255]);
         assert_eq!(read_label(&p, &voc).unwrap().into_raw(), vec![3, 255]);
+    }
+
+    #[test]
+    fn labels_of_fewer_bits_than_8_are_unpacked() {
+        let dir = tempfile::tempdir().unwrap();
+        let write = |name: &str, w, h, colour, bits, palette: Option<Vec<u8>>, data: &[u8]| {
+            let path = dir.path().join(name);
+            let mut enc = png::Encoder::new(std::fs::File::create(&path).unwrap(), w, h);
+            enc.set_color(colour);
+            enc.set_depth(bits);
+            if let Some(p) = palette {
+                enc.set_palette(p);
+            }
+            enc.write_header().unwrap().write_image_data(data).unwrap();
+            path
+        };
+        let voc = ClassList::voc();
+        let palette: Vec<u8> = segcam::classes::voc_palette()[..4].concat();
+        // 2 bits: 5 pixels a row take 2 bytes, the last padded.
+        let p = write(
+            "pal2.png",
+            5,
+            2,
+            png::ColorType::Indexed,
+            png::BitDepth::Two,
+            Some(palette),
+            &[0b0001_1011, 0b0100_0000, 0b1111_0000, 0b1000_0000],
+        );
+        let want = vec![0, 1, 2, 3, 1, 3, 3, 0, 0, 2];
+        assert_eq!(read_label(&p, &voc).unwrap().into_raw(), want);
+        let p = write(
+            "grey1.png",
+            3,
+            1,
+            png::ColorType::Grayscale,
+            png::BitDepth::One,
+            None,
+            &[0b1010_0000],
+        );
+        assert_eq!(read_label(&p, &voc).unwrap().into_raw(), vec![1, 0, 1]);
     }
 
     #[test]

@@ -8,6 +8,7 @@ use std::process::ExitCode;
 use anyhow::{Context, Result};
 use clap::parser::ValueSource;
 use clap::{ArgAction, ArgMatches, Args, CommandFactory, FromArgMatches, Parser, Subcommand};
+use seg_host::atomic;
 use seg_host::eval::{EvalOptions, EvalSource};
 use seg_host::export::{self, ExportOptions, Upsampler};
 use seg_host::quantize::{self, QuantizeOptions};
@@ -408,6 +409,9 @@ fn main() -> ExitCode {
         .init();
     let matches = Cli::command().get_matches();
     let cli = Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit());
+    if let Err(e) = atomic::remove_pending_on_signal() {
+        tracing::warn!("{e:#}: a Ctrl-C may leave unfinished files");
+    }
     match run(cli, &matches) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -431,7 +435,12 @@ fn run(cli: Cli, matches: &ArgMatches) -> Result<()> {
             if let Some(n) = a.threads {
                 tch::set_num_threads(n);
             }
-            let summary = train::train(a.config(given)?, a.resume, a.overwrite)?;
+            let on_command_line: Vec<&str> = given
+                .ids()
+                .map(|id| id.as_str())
+                .filter(|&id| given.value_source(id) == Some(ValueSource::CommandLine))
+                .collect();
+            let summary = train::train(a.config(given)?, a.resume, a.overwrite, &on_command_line)?;
             let last = summary.history.last().context("no epoch was run")?;
             println!(
                 "trained {} epochs: val pixel accuracy {:.3}, mIoU {:.3} (best {:.3}); checkpoints, metrics.csv and plots in {}",

@@ -8,6 +8,21 @@ use tch::{Kind, Tensor};
 
 /// The output stride of the body: inputs must be multiples of it.
 pub const STRIDE: i64 = 32;
+
+/// The network's input (an export size, a crop) must be a whole number of output strides.
+pub fn check_size(height: u32, width: u32) -> anyhow::Result<()> {
+    let s = STRIDE as u32;
+    if height == 0 || width == 0 || !height.is_multiple_of(s) || !width.is_multiple_of(s) {
+        let near = |v: u32| (v / s).max(1) * s;
+        anyhow::bail!(
+            "size {height}×{width} (height×width): both must be positive multiples of {s}, the network's output stride (e.g. {}×{})",
+            near(height),
+            near(width)
+        );
+    }
+    Ok(())
+}
+
 /// Channels out of the ResNet-18 body.
 pub const BODY_CHANNELS: i64 = 512;
 /// Names of the head's layers (d2l's names).
@@ -240,6 +255,17 @@ fn batch_norm(p: nn::Path, channels: i64) -> nn::BatchNorm {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sizes_must_be_multiples_of_the_stride() {
+        assert!(check_size(320, 480).is_ok());
+        let msg = check_size(300, 480).unwrap_err().to_string();
+        assert!(
+            msg.contains("300×480") && msg.contains("32") && msg.contains("288×480"),
+            "{msg}"
+        );
+        assert!(check_size(0, 32).is_err());
+    }
 
     #[test]
     fn bilinear_kernel_matches_the_seed_formula() {

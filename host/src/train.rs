@@ -17,7 +17,7 @@ use crate::dataset::{BadFiles, VocDataset};
 use crate::eval::{network, Evaluation};
 use crate::loader::{self, LoaderConfig};
 use crate::model::{Fcn, STRIDE};
-use crate::{progress, report, torch_device, weights};
+use crate::{atomic, progress, report, torch_device, weights};
 
 /// Every setting of a training run. Defaults are d2l's recipe.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -88,6 +88,8 @@ impl Default for TrainConfig {
 pub struct RunFiles {
     pub last: PathBuf,
     pub best: PathBuf,
+    /// The run's figures (see `report`): a folder holding it holds a run.
+    pub metrics: PathBuf,
 }
 
 impl RunFiles {
@@ -95,6 +97,7 @@ impl RunFiles {
         Self {
             last: out.join("last.safetensors"),
             best: out.join("best.safetensors"),
+            metrics: out.join("metrics.json"),
         }
     }
 }
@@ -130,16 +133,29 @@ fn validate(cfg: &TrainConfig) -> Result<()> {
     if !(cfg.lr.is_finite() && cfg.lr > 0.0) {
         bail!("learning rate {}: expected a positive number", cfg.lr);
     }
+    if !(cfg.weight_decay.is_finite() && cfg.weight_decay >= 0.0) {
+        bail!("weight decay {}: expected a number ≥ 0", cfg.weight_decay);
+    }
+    if !(0.0..1.0).contains(&cfg.momentum) {
+        bail!("momentum {}: expected a number in [0, 1)", cfg.momentum);
+    }
     Ok(())
 }
 
 /// Train as `cfg` says; with `resume`, continue from the run folder's last checkpoint.
-pub fn train(cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<TrainSummary> {
+/// `given` names the settings given on the command line (`TrainConfig`'s field names):
+/// a resumed run takes those of this machine from it (see [`settle_settings`]).
+pub fn train(
+    cfg: TrainConfig,
+    resume: bool,
+    overwrite: bool,
+    given: &[&str],
+) -> Result<TrainSummary> {
     let files = RunFiles::new(&cfg.out);
-    let (cfg, previous) = settle_settings(cfg, &files, resume, overwrite)?;
+    let (cfg, previous) = settle_settings(cfg, &files, resume, overwrite, given)?;
     std::fs::create_dir_all(&cfg.out)
         .with_context(|| format!("{}: cannot create the run folder", cfg.out.display()))?;
-    remove_stale_temporaries(&cfg.out)?;
+    atomic::remove_stale(&cfg.out)?;
     let device = torch_device::parse(&cfg.device)?;
     let data = Data::open(&cfg, device)?;
     let mut state = State::new(&cfg, device, &data, previous.as_ref(), &files)?;
@@ -158,7 +174,7 @@ pub fn train(cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<TrainSum
             device,
             cfg.grid,
         )?;
-        let record = fit.record(epoch + 1, &eval, data.val.samples.len(), started);
+        let record = fit.record(epoch + 1, &eval, started);
         tracing::info!(
             "epoch {}/{}: loss {:.3}, train acc {:.3}, val acc {:.3}, val mIoU {:.3}, {:.1} images/s",
             record.epoch,
@@ -185,22 +201,36 @@ pub fn train(cfg: TrainConfig, resume: bool, overwrite: bool) -> Result<TrainSum
     })
 }
 
+/// Settings that say where this machine finds things and how it runs, not how the
+/// network is trained: a resumed run takes them from the command that resumes it.
+const MACHINE_SETTINGS: [&str; 5] = ["data", "device", "workers", "skip_bad", "grid"];
+
 /// The settings the run goes on with, and the checkpoint it resumes: an earlier run's
-/// own settings (only a longer schedule may be asked for), or `cfg` for a new run.
+/// own recipe (only a longer schedule may be asked for) in the folder it was found in,
+/// with this command's [`MACHINE_SETTINGS`] where given; or `cfg` for a new run.
 fn settle_settings(
-    mut cfg: TrainConfig,
+    cfg: TrainConfig,
     files: &RunFiles,
     resume: bool,
     overwrite: bool,
+    given: &[&str],
 ) -> Result<(TrainConfig, Option<CheckpointInfo>)> {
     validate(&cfg)?;
-    let previous = match (files.last.exists(), resume) {
-        (true, true) => Some(checkpoint::read_info(&files.last)?),
-        (true, false) if !overwrite => bail!(
-            "{}: a checkpoint from an earlier run is there; pass --resume to continue it, --overwrite to start again, or choose another --out",
+    let earlier = [&files.last, &files.best, &files.metrics]
+        .into_iter()
+        .find(|f| f.exists());
+    let previous = match (earlier, resume) {
+        (Some(_), true) if files.last.exists() => Some(checkpoint::read_info(&files.last)?),
+        (Some(found), true) => bail!(
+            "{}: an earlier run's file is there but not its last checkpoint ({}), so it cannot be resumed; pass --overwrite to start again, or choose another --out",
+            found.display(),
             files.last.display()
         ),
-        (false, true) => {
+        (Some(found), false) if !overwrite => bail!(
+            "{}: an earlier run is there; pass --resume to continue it, --overwrite to start again, or choose another --out",
+            found.display()
+        ),
+        (None, true) => {
             tracing::warn!(
                 "nothing to resume in {}: starting a new run",
                 cfg.out.display()
@@ -209,14 +239,30 @@ fn settle_settings(
         }
         _ => None,
     };
-    if let Some(info) = &previous {
-        let epochs = cfg.epochs;
-        cfg = serde_json::from_value(info.config.clone())
-            .context("the checkpoint's training settings")?;
-        cfg.epochs = epochs.max(cfg.epochs);
-        validate(&cfg)?;
+    let Some(info) = previous else {
+        return Ok((cfg, None));
+    };
+    let asked = serde_json::to_value(&cfg)?;
+    let mut settled = info.config.clone();
+    for &name in given {
+        if MACHINE_SETTINGS.contains(&name) {
+            settled[name] = asked[name].clone();
+        } else if !["out", "epochs"].contains(&name) && settled[name] != asked[name] {
+            tracing::warn!(
+                "--{} is ignored with --resume: the run goes on with its own {}",
+                name.replace('_', "-"),
+                settled[name]
+            );
+        }
     }
-    Ok((cfg, previous))
+    let mut settled: TrainConfig =
+        serde_json::from_value(settled).context("the checkpoint's training settings")?;
+    settled.epochs = cfg.epochs.max(settled.epochs);
+    // Wherever the run folder is now (moved, copied), it is the one resumed.
+    settled.out = cfg.out;
+    let cfg = settled;
+    validate(&cfg)?;
+    Ok((cfg, Some(info)))
 }
 
 /// The two splits, their class list and how batches are cut from them.
@@ -322,7 +368,7 @@ impl State {
         let mut net = Fcn::new(&vs.root(), data.classes.len() as i64);
         let (mut epochs_done, mut step, mut history) = (0, 0, Vec::new());
         if let Some(info) = previous {
-            let tensors = checkpoint::read_tensors(&files.last)?;
+            let tensors = checkpoint::read_weights(&files.last, info)?;
             checkpoint::copy_into(&mut vs, &tensors, Expect::All, &files.last)?;
             (epochs_done, step, history) = (info.epoch, info.step, info.history.clone());
             tracing::info!(
@@ -390,13 +436,7 @@ struct EpochFit {
 
 impl EpochFit {
     /// The epoch's record, with the validation figures of `eval`.
-    fn record(
-        &self,
-        epoch: usize,
-        eval: &Evaluation,
-        val_images: usize,
-        started: Instant,
-    ) -> EpochRecord {
+    fn record(&self, epoch: usize, eval: &Evaluation, started: Instant) -> EpochRecord {
         EpochRecord {
             epoch,
             lr: self.lr,
@@ -406,7 +446,7 @@ impl EpochFit {
             val_pixel_acc: eval.matrix.pixel_accuracy(),
             val_miou: eval.matrix.mean_iou(),
             val_class_iou: eval.matrix.class_iou(),
-            val_images,
+            val_images: eval.images,
             seconds: started.elapsed().as_secs_f64(),
         }
     }
@@ -478,25 +518,102 @@ fn train_epoch(
     Ok(fit)
 }
 
-/// Delete the temporary files a killed run left mid-write (`*.tmp`): the finished
-/// files they would have replaced are intact.
-fn remove_stale_temporaries(out: &Path) -> Result<()> {
-    for entry in
-        std::fs::read_dir(out).with_context(|| format!("{}: cannot list", out.display()))?
-    {
-        let path = entry?.path();
-        if path.extension().is_some_and(|e| e == "tmp") && path.is_file() {
-            std::fs::remove_file(&path)
-                .with_context(|| format!("{}: cannot remove", path.display()))?;
-        }
-    }
-    Ok(())
-}
-
 fn ratio(a: i64, b: i64) -> f64 {
     if b == 0 {
         0.0
     } else {
         a as f64 / b as f64
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A run folder `out` whose last checkpoint's description holds `cfg`.
+    fn earlier_run(out: &Path, cfg: &TrainConfig) {
+        std::fs::create_dir_all(out).unwrap();
+        let info = CheckpointInfo {
+            format_version: checkpoint::FORMAT_VERSION,
+            architecture: checkpoint::ARCHITECTURE.into(),
+            classes: segcam::ClassList::voc(),
+            normalization: segcam::IMAGENET,
+            crop: cfg.crop,
+            epoch: 1,
+            step: 10,
+            history: vec![],
+            config: serde_json::to_value(cfg).unwrap(),
+            class_distribution: None,
+        };
+        let files = RunFiles::new(out);
+        std::fs::write(&files.last, b"weights").unwrap();
+        let json = serde_json::to_string(&info).unwrap();
+        std::fs::write(checkpoint::info_path(&files.last), json).unwrap();
+    }
+
+    #[test]
+    fn a_resumed_run_keeps_its_recipe_in_the_folder_it_is_found_in() {
+        let dir = tempfile::tempdir().unwrap();
+        let first = TrainConfig {
+            data: "old/data".into(),
+            out: dir.path().join("run"),
+            lr: 0.5,
+            epochs: 3,
+            crop: [64, 96],
+            device: "cpu".into(),
+            ..TrainConfig::default()
+        };
+        // The folder was moved; the command names the new place and new data.
+        let moved = dir.path().join("moved");
+        earlier_run(&moved, &first);
+        let asked = TrainConfig {
+            data: "new/data".into(),
+            out: moved.clone(),
+            lr: 0.1,
+            epochs: 5,
+            workers: 1,
+            ..TrainConfig::default()
+        };
+        let given = ["data", "out", "lr", "epochs"];
+        let files = RunFiles::new(&moved);
+        let (cfg, info) = settle_settings(asked.clone(), &files, true, false, &given).unwrap();
+        assert_eq!(info.unwrap().step, 10);
+        assert_eq!(
+            cfg.out, moved,
+            "the folder resumed, not the one it was trained in"
+        );
+        assert_eq!(cfg.data, PathBuf::from("new/data"), "--data given");
+        assert_eq!(cfg.lr, 0.5, "the recipe stays the run's own");
+        assert_eq!((cfg.epochs, cfg.crop), (5, [64, 96]));
+        assert_eq!(cfg.device, "cpu", "not given: the run's own");
+        // Without --data the run's own data.
+        let (cfg, _) = settle_settings(asked, &files, true, false, &["out"]).unwrap();
+        assert_eq!(cfg.data, PathBuf::from("old/data"));
+    }
+
+    #[test]
+    fn a_folder_with_any_earlier_run_file_is_not_trained_over_unasked() {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig {
+            out: dir.path().to_owned(),
+            crop: [64, 96],
+            ..TrainConfig::default()
+        };
+        let files = RunFiles::new(&cfg.out);
+        for kept in [&files.best, &files.metrics] {
+            std::fs::write(kept, b"earlier").unwrap();
+            let msg = settle_settings(cfg.clone(), &files, false, false, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("--overwrite"), "{msg}");
+            // Nothing to resume from without the last checkpoint.
+            let msg = settle_settings(cfg.clone(), &files, true, false, &[])
+                .unwrap_err()
+                .to_string();
+            assert!(msg.contains("cannot be resumed"), "{msg}");
+            assert!(settle_settings(cfg.clone(), &files, false, true, &[]).is_ok());
+            std::fs::remove_file(kept).unwrap();
+        }
+        assert!(settle_settings(cfg, &files, false, false, &[]).is_ok());
     }
 }

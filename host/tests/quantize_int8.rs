@@ -295,5 +295,35 @@ fn bad_input_is_refused_by_name_and_leaves_no_file() {
     );
     std::fs::remove_file(&out).unwrap();
     std::fs::remove_dir(&empty).unwrap();
+
+    // The model itself as --out: refused before any work, the model intact.
+    let model_bytes = std::fs::read(&model).unwrap();
+    let mut opts = options(&model, &data, &model);
+    opts.force = true;
+    refused(quantize::quantize(&opts), &["this command's input"]);
+    assert_eq!(std::fs::read(&model).unwrap(), model_bytes);
+
+    // A gate whose every image is unreadable (headers whole, data cut short) passes
+    // nothing under --skip-bad: zero images are no figures.
+    let broken = dir.path().join("broken");
+    let copied = std::process::Command::new("cp")
+        .args(["-r", data.to_str().unwrap(), broken.to_str().unwrap()])
+        .status()
+        .unwrap();
+    assert!(copied.success());
+    let val = std::fs::read_to_string(broken.join("ImageSets/Segmentation/val.txt")).unwrap();
+    for id in val.lines().filter(|l| !l.trim().is_empty()) {
+        let jpeg = broken.join(format!("JPEGImages/{}.jpg", id.trim()));
+        let bytes = std::fs::read(&jpeg).unwrap();
+        std::fs::write(&jpeg, &bytes[..bytes.len() / 2]).unwrap();
+    }
+    let mut opts = options(&model, &data, &out);
+    opts.data = Some(broken.clone());
+    opts.skip_bad = true;
+    refused(
+        quantize::quantize(&opts),
+        &["broken", "no image of the 'val' split could be evaluated"],
+    );
+    std::fs::remove_dir_all(&broken).unwrap();
     assert_eq!(listing(dir.path()), before);
 }

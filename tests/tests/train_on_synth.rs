@@ -327,8 +327,24 @@ fn a_killed_run_resumes_losing_at_most_one_epoch() {
         );
         std::thread::sleep(Duration::from_millis(100));
     }
-    child.kill().unwrap();
-    child.wait().unwrap();
+    // Ctrl-C: the unfinished files go, the finished ones stay.
+    let sent = Command::new("kill")
+        .args(["-INT", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(sent.success());
+    let status = child.wait().unwrap();
+    assert_eq!(
+        std::os::unix::process::ExitStatusExt::signal(&status),
+        Some(2),
+        "{status}"
+    );
+    let left: Vec<String> = std::fs::read_dir(&run)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".tmp"))
+        .collect();
+    assert!(left.is_empty(), "{left:?} left behind by Ctrl-C");
     let done = history(&run).len();
     assert!(
         (1..4).contains(&done),
@@ -340,8 +356,16 @@ fn a_killed_run_resumes_losing_at_most_one_epoch() {
     assert!(!refused.status.success());
     assert!(String::from_utf8_lossy(&refused.stderr).contains("--resume"));
 
+    // Resumed where the folder is now: a run moved elsewhere writes only there.
+    let moved = dir.path().join("moved");
+    std::fs::rename(&run, &moved).unwrap();
+    let moved_s = moved.to_str().unwrap().to_owned();
+    let at = args.iter().position(|&a| a == "--out").unwrap();
+    args[at + 1] = &moved_s;
     args.push("--resume");
     seg_host_ok(&args);
+    assert!(!run.exists(), "the resumed run wrote into its old folder");
+    let run = moved;
     let records = history(&run);
     let epochs: Vec<u64> = records
         .iter()
@@ -398,4 +422,20 @@ fn bad_settings_and_data_are_refused_by_name() {
     ]);
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(!out.status.success() && err.contains("train.txt"), "{err}");
+    for (flag, value, why) in [
+        ("--weight-decay", "NaN", "weight decay NaN"),
+        ("--weight-decay=-1", "", "weight decay -1"),
+        ("--momentum", "1", "momentum 1"),
+    ] {
+        let mut args = vec!["train", "--data", dir.path().to_str().unwrap(), flag];
+        if !value.is_empty() {
+            args.push(value);
+        }
+        let out = seg_host(&args);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(why),
+            "{flag} {value}: {err}"
+        );
+    }
 }

@@ -4,7 +4,7 @@
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use segcam::engine::{EngineChoice, EngineOptions, Provider};
 use segcam::{ClassList, Engine};
 use tch::nn;
@@ -68,6 +68,16 @@ impl EvalOptions {
 
 /// Evaluate as `a` says: print the figures, write them to `a.out`.
 pub fn run(a: &EvalOptions) -> Result<()> {
+    if a.batch == 0 {
+        bail!("--batch must be at least 1");
+    }
+    // Before the work, so that an --out that cannot be a folder costs nothing.
+    if a.out.exists() && !a.out.is_dir() {
+        bail!(
+            "{}: not a folder; --out names the folder for eval.json and the plots",
+            a.out.display()
+        );
+    }
     let bad = BadFiles::skip_if(a.skip_bad);
     match &a.source {
         EvalSource::Checkpoint(checkpoint) => run_checkpoint(a, checkpoint, bad),
@@ -96,20 +106,25 @@ fn run_model(a: &EvalOptions, model: &Path, bad: BadFiles) -> Result<()> {
     }
     let mut ds = VocDataset::open(&a.data, &a.split, Some(card.classes.clone()), bad)?;
     ds.keep_at_least(h, w, bad)?;
-    let images = ds.samples.len();
     let eval = engine::evaluate(&engine, &ds, bad, 4)?;
-    report(a, ("model", model), &card.classes, images, (h, w), &eval)
+    report(a, ("model", model), &card.classes, (h, w), &eval)
 }
 
 fn run_checkpoint(a: &EvalOptions, path: &Path, bad: BadFiles) -> Result<()> {
     let info = checkpoint::read_info(path)?;
     let device = torch_device::parse(&a.device)?;
     let (h, w) = a.crop.unwrap_or((info.crop[0], info.crop[1]));
+    crate::model::check_size(h, w).context("--crop")?;
     let mut ds = VocDataset::open(&a.data, &a.split, Some(info.classes.clone()), bad)?;
     ds.keep_at_least(h, w, bad)?;
     let mut vs = nn::VarStore::new(device);
     let net = Fcn::new(&vs.root(), info.classes.len() as i64);
-    checkpoint::copy_into(&mut vs, &checkpoint::read_tensors(path)?, Expect::All, path)?;
+    checkpoint::copy_into(
+        &mut vs,
+        &checkpoint::read_weights(path, &info)?,
+        Expect::All,
+        path,
+    )?;
     let cfg = LoaderConfig {
         batch: a.batch,
         crop: (h, w),
@@ -122,16 +137,8 @@ fn run_checkpoint(a: &EvalOptions, path: &Path, bad: BadFiles) -> Result<()> {
         bad,
         norm: info.normalization,
     };
-    let images = ds.samples.len();
     let eval = network::evaluate(&net, Arc::new(ds), &cfg, device, 4)?;
-    report(
-        a,
-        ("checkpoint", path),
-        &info.classes,
-        images,
-        (h, w),
-        &eval,
-    )
+    report(a, ("checkpoint", path), &info.classes, (h, w), &eval)
 }
 
 /// Print the figures; write eval.json, confusion.png and predictions.png.
@@ -139,11 +146,10 @@ fn report(
     a: &EvalOptions,
     (kind, source): (&str, &Path),
     classes: &ClassList,
-    images: usize,
     (h, w): (u32, u32),
     eval: &Evaluation,
 ) -> Result<()> {
-    let m = &eval.matrix;
+    let (m, images) = (&eval.matrix, eval.images);
     println!(
         "{images} images ({h}×{w} centre crops) of {}/{}",
         a.data.display(),
@@ -156,7 +162,8 @@ fn report(
         let iou = iou.map_or("-".to_string(), |v| format!("{v:.4}"));
         println!("{name:<16} {iou:>8}");
     }
-    std::fs::create_dir_all(&a.out)?;
+    std::fs::create_dir_all(&a.out)
+        .with_context(|| format!("{}: cannot create the output folder", a.out.display()))?;
     let summary = serde_json::json!({
         kind: source, "data": a.data, "split": a.split, "images": images,
         "pixel_accuracy": m.pixel_accuracy(), "mean_iou": m.mean_iou(),
@@ -165,12 +172,12 @@ fn report(
     });
     atomic::write_json(&a.out.join("eval.json"), &summary)?;
     plots::confusion_png(&m.rows(), &classes.names, &a.out.join("confusion.png"))?;
-    if !eval.grid.is_empty() {
+    let written = if eval.grid.is_empty() {
+        "eval.json and confusion.png"
+    } else {
         plots::prediction_grid(&eval.grid, &a.out.join("predictions.png"))?;
-    }
-    println!(
-        "eval.json, confusion.png and predictions.png in {}",
-        a.out.display()
-    );
+        "eval.json, confusion.png and predictions.png"
+    };
+    println!("{written} in {}", a.out.display());
     Ok(())
 }

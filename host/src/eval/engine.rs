@@ -22,12 +22,15 @@ pub fn evaluate(
     let classes = &engine.card().classes;
     let mut matrix = ConfusionMatrix::new(classes.len());
     let mut pictures = Vec::new();
+    let (mut images, mut skipped) = (0, 0);
     let bar = progress::bar(ds.samples.len() as u64, "evaluate");
     for i in 0..ds.samples.len() {
         let (image, label) = match ds.load(i) {
             Ok(pair) => pair,
             Err(e) if bad == BadFiles::Skip => {
                 tracing::warn!("skipping {}: {e:#}", ds.samples[i].id);
+                skipped += 1;
+                bar.inc(1);
                 continue;
             }
             Err(e) => return Err(e),
@@ -43,6 +46,7 @@ pub fn evaluate(
         let (image, label) = (window.crop(&image), window.crop(&label));
         let predicted = engine.classify(&image)?;
         matrix.add(label.as_raw(), predicted.as_raw());
+        images += 1;
         if pictures.len() < grid {
             pictures.push([
                 image,
@@ -53,8 +57,5 @@ pub fn evaluate(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(Evaluation {
-        matrix,
-        grid: pictures,
-    })
+    Evaluation::of(ds, matrix, pictures, images, skipped)
 }

@@ -6,8 +6,11 @@ pub mod command;
 pub mod engine;
 pub mod network;
 
+use anyhow::{bail, Result};
 use image::RgbImage;
 use segcam::ConfusionMatrix;
+
+use crate::dataset::VocDataset;
 
 pub use command::{run, EvalOptions, EvalSource};
 
@@ -16,4 +19,33 @@ pub use command::{run, EvalOptions, EvalSource};
 pub struct Evaluation {
     pub matrix: ConfusionMatrix,
     pub grid: Vec<[RgbImage; 3]>,
+    /// Images actually evaluated (unreadable ones skipped under `--skip-bad` are not).
+    pub images: usize,
+}
+
+impl Evaluation {
+    /// The evaluation of `images` images of `ds`, refused when there is none: its
+    /// figures would be zeros that read like a result (and pass a gate comparing two).
+    fn of(
+        ds: &VocDataset,
+        matrix: ConfusionMatrix,
+        grid: Vec<[RgbImage; 3]>,
+        images: usize,
+        skipped: usize,
+    ) -> Result<Self> {
+        if images == 0 {
+            bail!(
+                "{}: no image of the '{}' split could be evaluated ({} too small for the input left out, {} unreadable and skipped)",
+                ds.root.display(),
+                ds.split,
+                ds.dropped_small,
+                ds.dropped_bad + skipped
+            );
+        }
+        Ok(Self {
+            matrix,
+            grid,
+            images,
+        })
+    }
 }

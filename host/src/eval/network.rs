@@ -54,11 +54,14 @@ pub fn evaluate(
 ) -> Result<Evaluation> {
     let mut matrix = ConfusionMatrix::new(net.classes() as usize);
     let mut pictures = Vec::new();
+    let (mut images, mut skipped) = (0, 0);
     let batches = loader::batches(ds.clone(), cfg, 0);
     let bar = progress::bar(batches.len() as u64, "evaluate");
     for batch in batches {
         let batch = batch?;
+        (images, skipped) = (images + batch.len, skipped + batch.skipped);
         if batch.len == 0 {
+            bar.inc(1);
             continue;
         }
         let (xs, ys) = batch.to_tensors(device);
@@ -79,10 +82,7 @@ pub fn evaluate(
         bar.inc(1);
     }
     bar.finish_and_clear();
-    Ok(Evaluation {
-        matrix,
-        grid: pictures,
-    })
+    Evaluation::of(&ds, matrix, pictures, images, skipped)
 }
 
 /// Image, prediction and ground truth of sample `i`, as the loader cropped it.

@@ -20,7 +20,7 @@ use crate::atomic::{self, Pending};
 use crate::checkpoint::{self, CheckpointInfo, Expect, ARCHITECTURE};
 use crate::dataset::{BadFiles, VocDataset};
 use crate::eval;
-use crate::model::{Fcn, STRIDE};
+use crate::model::{self, Fcn};
 
 pub use graph::{Head, Upsampler};
 pub use verify::Agreement;
@@ -81,11 +81,16 @@ pub struct ExportReport {
 /// Export, verify and write `opts.out`; nothing is left at `opts.out` (or beside it)
 /// when this fails.
 pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
-    check_size(opts.height, opts.width)?;
+    model::check_size(opts.height, opts.width)?;
+    if opts.samples == 0 {
+        bail!("--samples must be at least 1: the export is checked against tch on them");
+    }
+    let description = checkpoint::info_path(&opts.checkpoint);
+    atomic::check_output(&opts.out, &[&opts.checkpoint, &description])?;
     let info = checkpoint::read_info(&opts.checkpoint)?;
     let mut vs = VarStore::new(tch::Device::Cpu);
     let net = Fcn::new(&vs.root(), info.classes.len() as i64);
-    let tensors = checkpoint::read_tensors(&opts.checkpoint)?;
+    let tensors = checkpoint::read_weights(&opts.checkpoint, &info)?;
     checkpoint::copy_into(&mut vs, &tensors, Expect::All, &opts.checkpoint)?;
     let spec = graph::GraphSpec {
         height: opts.height,
@@ -126,10 +131,12 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
     };
 
     atomic::create_parent(&opts.out)?;
+    atomic::remove_stale_beside(&opts.out);
     let pending = Pending::beside(&opts.out)?;
     pending.write(&onnx_card::encode(&model))?;
     let engine = verify::load(pending.path(), opts.threads)?;
-    let images = verify::sample_images(dataset.as_ref(), opts.samples, opts.width, opts.height)?;
+    let images =
+        verify::sample_images(dataset.as_ref(), opts.samples, opts.width, opts.height, bad)?;
     let inputs = verify::normalised(&images, &info.normalization);
     let reference = verify::tch_logits(&net, &inputs, opts.width, opts.height);
     let agreement = verify::compare(&engine, &inputs, &reference)?;
@@ -155,7 +162,7 @@ pub fn export(opts: &ExportOptions) -> Result<ExportReport> {
         card.export_validation = Some(Figures {
             pixel_accuracy: figures.matrix.pixel_accuracy(),
             mean_iou: figures.matrix.mean_iou(),
-            images: ds.samples.len(),
+            images: figures.images,
         });
         onnx_card::set_card(&mut model, &card);
     }
@@ -207,35 +214,5 @@ pub fn card(info: &CheckpointInfo, name: String, spec: &graph::GraphSpec) -> Mod
         quantization: None,
         engine: None,
         class_distribution: info.class_distribution.clone(),
-    }
-}
-
-/// The network's input must be a whole number of output strides.
-pub fn check_size(height: u32, width: u32) -> Result<()> {
-    let s = STRIDE as u32;
-    if height == 0 || width == 0 || !height.is_multiple_of(s) || !width.is_multiple_of(s) {
-        let near = |v: u32| (v / s).max(1) * s;
-        bail!(
-            "export size {height}×{width} (height×width): both must be positive multiples of {s}, the network's output stride (e.g. {}×{})",
-            near(height),
-            near(width)
-        );
-    }
-    Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn sizes_must_be_multiples_of_the_stride() {
-        assert!(check_size(320, 480).is_ok());
-        let msg = check_size(300, 480).unwrap_err().to_string();
-        assert!(
-            msg.contains("300×480") && msg.contains("32") && msg.contains("288×480"),
-            "{msg}"
-        );
-        assert!(check_size(0, 32).is_err());
     }
 }

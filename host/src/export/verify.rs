@@ -3,13 +3,14 @@
 
 use anyhow::{Context, Result};
 use image::RgbImage;
+use segcam::decode::{open_image, DecodeLimits};
 use segcam::engine::Output;
 use segcam::preprocess::Rect;
 use segcam::{Engine, Normalization};
 use tch::nn::ModuleT;
 use tch::{Kind, Tensor};
 
-use crate::dataset::VocDataset;
+use crate::dataset::{BadFiles, VocDataset};
 use crate::model::Fcn;
 
 /// `count` images at `width × height`: centre crops of the dataset's first images
@@ -19,11 +20,26 @@ pub fn sample_images(
     count: usize,
     width: u32,
     height: u32,
+    bad: BadFiles,
 ) -> Result<Vec<RgbImage>> {
     let mut images = Vec::with_capacity(count);
     if let Some(ds) = ds {
-        for i in 0..ds.samples.len().min(count) {
-            let (image, _) = ds.load(i)?;
+        for s in &ds.samples {
+            if images.len() == count {
+                break;
+            }
+            // The image only: its label plays no part in the comparison.
+            let image = match open_image(&s.image, &DecodeLimits::default()) {
+                Ok(image) => image.to_rgb8(),
+                Err(e) if bad == BadFiles::Skip => {
+                    tracing::warn!("skipping {}: {e}", s.image.display());
+                    continue;
+                }
+                Err(e) => {
+                    return Err(e)
+                        .with_context(|| format!("{}: cannot decode image", s.image.display()))
+                }
+            };
             let window = Rect::centre(image.width(), image.height(), width, height)
                 .expect("the dataset keeps images at least the export size");
             images.push(window.crop(&image));

@@ -181,6 +181,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
     if opts.images == 0 {
         bail!("--images must be at least 1");
     }
+    atomic::check_output(&opts.out, &[&opts.model])?;
     let (engine_kind, format) = target(opts)?;
     if format.engine() != engine_kind {
         tracing::warn!(
@@ -238,6 +239,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
         .map(|n| n.name.clone())
         .collect();
     atomic::create_parent(&opts.out)?;
+    atomic::remove_stale_beside(&opts.out);
     let pending = Pending::beside(&opts.out)?;
     let mut keep_f32 = HashSet::new();
     let mut card = f32_card.clone();
@@ -271,7 +273,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
         onnx_card::set_card(&mut int8, &card);
         pending.write(&onnx_card::encode(&int8))?;
         let int8_engine = Engine::open(pending.path(), &engine_options)?;
-        let (Some(ds), Some(a)) = (&gate_data, &f32_eval) else {
+        let (Some(ds), Some((a, _))) = (&gate_data, &f32_eval) else {
             if !opts.force {
                 bail!(
                     "{}: not written: the accuracy gate needs labelled images, and {} has no '{}' split; pass --data DIR (VOC layout) or --force to write without the check",
@@ -283,7 +285,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
             break (int8, int8_engine, None, false);
         };
         let b = evaluate(&int8_engine, ds, bad)?;
-        let Some(message) = gate(a, &b, opts.max_class_drop, &f32_card.classes.names) else {
+        let Some(message) = gate(a, &b.0, opts.max_class_drop, &f32_card.classes.names) else {
             break (int8, int8_engine, Some(b), false);
         };
         // Leave the last convolutions (the head and the upsampler, where int8 steps
@@ -295,7 +297,7 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
             keep_f32.insert(next);
             continue;
         }
-        let message = format!("{message} on {} '{}' images", ds.samples.len(), opts.split);
+        let message = format!("{message} on {} '{}' images", b.1, opts.split);
         if !opts.force {
             bail!(
                 "{}: not written: {message}; try --calibration minmax, more --images or a higher --max-class-drop, or --force to write it anyway",
@@ -310,15 +312,15 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
     let (f32_ms, int8_ms) = time_both(&f32_engine, &int8_engine, opts.timing_runs)?;
     drop(int8_engine);
 
-    let figures = |e: &ConfusionMatrix| Figures {
+    let figures = |(e, images): &(ConfusionMatrix, usize)| Figures {
         pixel_accuracy: e.pixel_accuracy(),
         mean_iou: e.mean_iou(),
-        images: gate_data.as_ref().map_or(0, |d| d.samples.len()),
+        images: *images,
     };
     let f32_validation = f32_eval.as_ref().map(figures);
     let int8_validation = int8_eval.as_ref().map(figures);
     let class_iou = match (&f32_eval, &int8_eval) {
-        (Some(a), Some(b)) => f32_card
+        (Some((a, _)), Some((b, _))) => f32_card
             .classes
             .names
             .iter()
@@ -365,8 +367,9 @@ pub fn quantize(opts: &QuantizeOptions) -> Result<QuantizeReport> {
 }
 
 /// The confusion matrix of `engine` on the gate's split.
-fn evaluate(engine: &Engine, ds: &VocDataset, bad: BadFiles) -> Result<ConfusionMatrix> {
-    Ok(eval::engine::evaluate(engine, ds, bad, 0)?.matrix)
+fn evaluate(engine: &Engine, ds: &VocDataset, bad: BadFiles) -> Result<(ConfusionMatrix, usize)> {
+    let eval = eval::engine::evaluate(engine, ds, bad, 0)?;
+    Ok((eval.matrix, eval.images))
 }
 
 /// Why int8 (`b`) fails against f32 (`a`), or `None` if it passes: pixel accuracy,

@@ -73,15 +73,7 @@ pub fn tamper_with_model(folder: &Path) {
 /// the scene's first three classes only: a six-class release fails it.
 pub fn golden_of_other_classes(dir: &Path, config: &str) -> PathBuf {
     let golden = dir.join("golden");
-    let three = segcam::testing::card(
-        segcam::ClassList {
-            names: segcam::scene::scene_classes().names[..3].to_vec(),
-            colours: segcam::scene::scene_classes().colours[..3].to_vec(),
-        },
-        24,
-        32,
-        false,
-    );
+    let three = segcam::testing::card(segcam::scene::scene_classes().first(3), 24, 32, false);
     let other = segcam::testing::write_model(dir, "other.onnx", &three);
     let made = Command::new(workstation_seg_cam())
         .args(["check", "--make", "--golden", golden.to_str().unwrap()])
