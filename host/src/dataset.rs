@@ -183,9 +183,8 @@ impl VocDataset {
     /// Decode sample `i`: the RGB image and its label map (class indices, 255 = void).
     pub fn load(&self, i: usize) -> Result<(RgbImage, GrayImage)> {
         let s = &self.samples[i];
-        let image = segcam::decode::open_image(&s.image, &DecodeLimits::default())
-            .with_context(|| format!("{}: cannot decode image", s.image.display()))?
-            .to_rgb8();
+        // Its errors name the file and what is wrong with it.
+        let image = segcam::decode::open_image(&s.image, &DecodeLimits::default())?.to_rgb8();
         let label = read_label(&s.label, &self.classes)?;
         if image.dimensions() != label.dimensions() {
             bail!(

@@ -197,7 +197,11 @@ fn make_batch(ds: &VocDataset, cfg: &LoaderConfig, epoch: u64, indices: &[usize]
                 batch.skipped += 1;
                 continue;
             }
-            Err(e) => return Err(e.context("pass --skip-bad to leave unreadable samples out")),
+            Err(e) => {
+                return Err(anyhow::anyhow!(
+                    "{e:#}; pass --skip-bad to leave unreadable samples out"
+                ))
+            }
         };
         let mut rng = ChaCha8Rng::seed_from_u64(mix(mix(cfg.seed, epoch), i as u64));
         let window = if cfg.random {

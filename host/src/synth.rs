@@ -54,6 +54,38 @@ pub fn image_id(i: usize) -> String {
     format!("synth_{i:06}")
 }
 
+/// Refuse to write into a folder that holds anything but an earlier synthetic
+/// dataset: its split lists and labelmap would be replaced, and a user's data mixed
+/// with generated scenes. A dataset synth wrote (every listed id one of its own) is
+/// written again, as `just demo` does.
+fn refuse_other_data(out: &Path) -> Result<()> {
+    let Ok(mut entries) = fs::read_dir(out) else {
+        return Ok(()); // not there yet (or not a folder: creating it says so)
+    };
+    if entries.next().is_none() {
+        return Ok(());
+    }
+    let lists = out.join("ImageSets/Segmentation");
+    let ours = |name: &str| {
+        fs::read_to_string(lists.join(name)).is_ok_and(|text| {
+            text.lines()
+                .map(str::trim)
+                .filter(|l| !l.is_empty())
+                .all(|id| {
+                    id.strip_prefix("synth_")
+                        .is_some_and(|n| n.len() == 6 && n.bytes().all(|b| b.is_ascii_digit()))
+                })
+        })
+    };
+    if !(ours("train.txt") && ours("val.txt")) {
+        bail!(
+            "{}: not empty, and not a dataset synth wrote; choose a new folder for the synthetic dataset",
+            out.display()
+        );
+    }
+    Ok(())
+}
+
 /// (train, val) sizes: val is ⌈count · val_fraction⌉, at least 1 when there are two
 /// or more images, and never all of them (training needs one image).
 pub fn split_sizes(count: usize, val_fraction: f64) -> (usize, usize) {
@@ -88,6 +120,7 @@ pub fn write_dataset(opts: &SynthOptions, on_image: &dyn Fn(usize)) -> Result<Sy
             opts.val_fraction
         );
     }
+    refuse_other_data(&opts.out)?;
     let images = opts.out.join("JPEGImages");
     let labels = opts.out.join("SegmentationClass");
     let lists = opts.out.join("ImageSets/Segmentation");
@@ -329,9 +362,23 @@ mod tests {
             .to_string()
             .contains("size"));
         o.height = 48;
+        // A synthetic dataset is written again over itself.
+        write_dataset(&o, &|_| {}).unwrap();
+        write_dataset(&o, &|_| {}).unwrap();
         // A plain file where the image folder should be.
+        fs::remove_dir_all(dir.path().join("JPEGImages")).unwrap();
         fs::write(dir.path().join("JPEGImages"), b"not a folder").unwrap();
         let msg = format!("{:#}", write_dataset(&o, &|_| {}).unwrap_err());
         assert!(msg.contains("JPEGImages"), "{msg}");
+        // A user's dataset is not written over.
+        let theirs = dir.path().join("voc");
+        fs::create_dir_all(theirs.join("ImageSets/Segmentation")).unwrap();
+        let list = theirs.join("ImageSets/Segmentation/train.txt");
+        fs::write(&list, "2007_000032\n").unwrap();
+        o.out = theirs.clone();
+        let msg = format!("{:#}", write_dataset(&o, &|_| {}).unwrap_err());
+        assert!(msg.contains("voc") && msg.contains("not empty"), "{msg}");
+        assert_eq!(fs::read_to_string(&list).unwrap(), "2007_000032\n");
+        assert!(!theirs.join("JPEGImages").exists());
     }
 }

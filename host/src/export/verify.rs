@@ -32,13 +32,10 @@ pub fn sample_images(
             let image = match open_image(&s.image, &DecodeLimits::default()) {
                 Ok(image) => image.to_rgb8(),
                 Err(e) if bad == BadFiles::Skip => {
-                    tracing::warn!("skipping {}: {e}", s.image.display());
+                    tracing::warn!("skipping: {e}");
                     continue;
                 }
-                Err(e) => {
-                    return Err(e)
-                        .with_context(|| format!("{}: cannot decode image", s.image.display()))
-                }
+                Err(e) => return Err(e.into()),
             };
             let window = Rect::centre(image.width(), image.height(), width, height)
                 .expect("the dataset keeps images at least the export size");

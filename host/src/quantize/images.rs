@@ -71,12 +71,10 @@ impl CalibrationImages {
             move |path| match open_image(path, &DecodeLimits::default()) {
                 Ok(im) => Some(Ok(cover(&im.to_rgb8(), width, height))),
                 Err(e) if self.bad == BadFiles::Skip => {
-                    tracing::warn!("skipping {}: {e}", path.display());
+                    tracing::warn!("skipping: {e}");
                     None
                 }
-                Err(e) => {
-                    Some(Err(e).with_context(|| format!("{}: cannot decode image", path.display())))
-                }
+                Err(e) => Some(Err(e.into())),
             },
         )
     }
@@ -87,6 +85,7 @@ fn image_files(root: &Path) -> Result<Vec<PathBuf>> {
         .with_context(|| format!("{}: cannot read the calibration folder", root.display()))?;
     let mut files: Vec<PathBuf> = entries
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
         .filter(|p| {
             p.extension()
                 .and_then(|e| e.to_str())
