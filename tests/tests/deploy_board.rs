@@ -914,8 +914,8 @@ fn the_unit_file_passes_systemd_analyze_verify() {
 /// Step 14, signed releases: with a key provisioned (again: keys rotate that way) the board
 /// runs only what that key signed, for its kind, with a newer counter, every file as
 /// signed: root checks its own copy with provisioning's seg-cam before anything
-/// switches, and says which rule failed. A rollback to a release verified before stays
-/// allowed. The deploy's own upload path and a hand-made upload (what anyone with the
+/// switches, and says which rule failed. A rollback goes only to a release a trusted key
+/// signed (its older counter is no bar). The deploy's own upload path and a hand-made upload (what anyone with the
 /// deploy account could do) are refused alike.
 fn signed_releases(board: &Board, model: &str, config: &str, dir: &Path) {
     eprintln!("deploy test: step 14");
@@ -1071,8 +1071,22 @@ fn signed_releases(board: &Board, model: &str, config: &str, dir: &Path) {
     let said = hand_made("00000000000b", &bundle);
     assert!(said.contains("counter 1000 is not above"), "{said}");
 
-    // Back to the unsigned release verified before the key was provisioned: allowed.
+    // Back to the unsigned release accepted before the key was provisioned: refused,
+    // as the board now runs only what a key it trusts signed; the signed one runs on.
     let out = board.deploy(&["rollback", "board=board"]);
+    let said = text(&out);
+    assert!(!out.status.success(), "{said}");
+    assert!(said.contains("no longer verifies"), "{said}");
+    assert_eq!(board.current(), signed);
+    // Back to a release signed before: its older counter is no bar.
+    let out = board
+        .release_command(model, &variant("signed-again"))
+        .arg(format!("key={}", key.display()))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_ne!(board.current(), signed);
+    let out = board.deploy(&["rollback", "board=board"]);
+    assert!(out.status.success(), "{}", text(&out));
+    assert_eq!(board.current(), signed);
 }
