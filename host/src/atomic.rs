@@ -3,7 +3,7 @@
 //! dropped before [`Pending::persist`], removes the temporary file, so a kill or a
 //! full disk leaves neither a partial file under the real name nor litter beside it:
 //! Ctrl-C and SIGTERM remove the unfinished files ([`remove_pending_on_signal`]), and
-//! what a harder kill leaves is swept by the next run ([`remove_stale`]).
+//! what a harder kill leaves is swept by a later run ([`remove_stale`]).
 
 use std::fs::File;
 use std::io::{BufWriter, Write};
@@ -137,8 +137,13 @@ pub fn remove_stale(dir: &Path) -> Result<usize> {
         else {
             continue;
         };
+        // A process id this machine does not run may be another machine's or
+        // container's (a shared folder): only files left alone a while are stale.
         let running = Path::new("/proc").join(pid.to_string()).exists();
-        if !running && path.is_file() {
+        let idle = std::fs::metadata(&path)
+            .and_then(|m| m.modified())
+            .is_ok_and(|t| t.elapsed().is_ok_and(|age| age >= STALE_AFTER));
+        if !running && idle && path.is_file() {
             std::fs::remove_file(&path)
                 .with_context(|| format!("{}: cannot remove", path.display()))?;
             removed += 1;
@@ -162,6 +167,10 @@ pub fn remove_stale_beside(dest: &Path) {
         Err(e) => tracing::warn!("{e:#}"),
     }
 }
+
+/// How long a temporary file of a process this machine does not run must have been
+/// left unchanged before [`remove_stale`] takes it for a stopped run's.
+const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(600);
 
 /// The process id in a [`Pending`]'s temporary name (`.NAME.PID-N.tmp`).
 fn pending_pid(name: &str) -> Option<u32> {
@@ -314,6 +323,13 @@ mod tests {
         }
         std::fs::write(&gone, b"half").unwrap();
         assert_eq!(pending_pid(".m.onnx.4999999-12.tmp"), Some(4999999));
+        // Written just now: perhaps another machine's run, writing still.
+        assert_eq!(remove_stale(dir.path()).unwrap(), 0);
+        let long_ago = std::time::SystemTime::now() - 2 * STALE_AFTER;
+        for path in [&gone, &ours.path().to_path_buf()] {
+            let file = std::fs::File::options().write(true).open(path).unwrap();
+            file.set_modified(long_ago).unwrap();
+        }
         assert_eq!(remove_stale(dir.path()).unwrap(), 1);
         assert!(!gone.exists() && ours.path().exists());
         assert_eq!(names(dir.path()).len(), 5);

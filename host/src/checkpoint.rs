@@ -135,7 +135,7 @@ pub fn read_weights(weights: &Path, info: &CheckpointInfo) -> Result<HashMap<Str
         .map(|(_, t)| t.int64_value(&[]));
     if let Some(step) = steps.into_iter().find(|&s| s != info.step as i64) {
         bail!(
-            "{}: the weights are from step {step} but {} describes step {}: the two were not saved together (a run stopped while saving?); use the run's other checkpoint (best or last)",
+            "{}: the weights are from step {step} but {} describes step {}: the two were not saved together (a run stopped while saving?). The run's other checkpoint (best.* or last.*) is whole: use it, or copy its .safetensors and .json over these two to resume from it",
             weights.display(),
             info_path(weights).display(),
             info.step

@@ -54,10 +54,13 @@ pub fn image_id(i: usize) -> String {
     format!("synth_{i:06}")
 }
 
+/// Written first into a folder synth fills, so that one it was stopped in is its own.
+const MARKER: &str = ".segcam-synth";
+
 /// Refuse to write into a folder that holds anything but an earlier synthetic
 /// dataset: its split lists and labelmap would be replaced, and a user's data mixed
-/// with generated scenes. A dataset synth wrote (every listed id one of its own) is
-/// written again, as `just demo` does.
+/// with generated scenes. A dataset synth wrote (its marker, or every listed id one
+/// of its own) is written again, as `just demo` does.
 fn refuse_other_data(out: &Path) -> Result<()> {
     let Ok(mut entries) = fs::read_dir(out) else {
         return Ok(()); // not there yet (or not a folder: creating it says so)
@@ -77,7 +80,7 @@ fn refuse_other_data(out: &Path) -> Result<()> {
                 })
         })
     };
-    if !(ours("train.txt") && ours("val.txt")) {
+    if !(out.join(MARKER).is_file() || ours("train.txt") && ours("val.txt")) {
         bail!(
             "{}: not empty, and not a dataset synth wrote; choose a new folder for the synthetic dataset",
             out.display()
@@ -121,6 +124,12 @@ pub fn write_dataset(opts: &SynthOptions, on_image: &dyn Fn(usize)) -> Result<Sy
         );
     }
     refuse_other_data(&opts.out)?;
+    fs::create_dir_all(&opts.out)
+        .with_context(|| format!("{}: cannot create folder", opts.out.display()))?;
+    atomic::write(
+        &opts.out.join(MARKER),
+        b"a dataset of generated scenes: seg-host synth\n",
+    )?;
     let images = opts.out.join("JPEGImages");
     let labels = opts.out.join("SegmentationClass");
     let lists = opts.out.join("ImageSets/Segmentation");
@@ -238,7 +247,7 @@ mod tests {
             .filter(|p| p.to_string_lossy().ends_with(".tmp"))
             .collect();
         assert!(stray.is_empty(), "temporary files left: {stray:?}");
-        assert_eq!(all_files(&out).len(), 6 * 2 + 3);
+        assert_eq!(all_files(&out).len(), 6 * 2 + 4, "with its marker");
     }
 
     #[test]
@@ -314,7 +323,7 @@ mod tests {
         write_dataset(&options(&b, 3, 7), &|_| {}).unwrap();
         write_dataset(&options(&c, 3, 8), &|_| {}).unwrap();
         let files = all_files(&a);
-        assert_eq!(files.len(), 3 * 2 + 3);
+        assert_eq!(files.len(), 3 * 2 + 4);
         for f in &files {
             let rel = f.strip_prefix(&a).unwrap();
             assert_eq!(
@@ -362,8 +371,10 @@ mod tests {
             .to_string()
             .contains("size"));
         o.height = 48;
-        // A synthetic dataset is written again over itself.
+        // A synthetic dataset is written again over itself, even one stopped before
+        // its split lists were written.
         write_dataset(&o, &|_| {}).unwrap();
+        fs::remove_dir_all(dir.path().join("ImageSets")).unwrap();
         write_dataset(&o, &|_| {}).unwrap();
         // A plain file where the image folder should be.
         fs::remove_dir_all(dir.path().join("JPEGImages")).unwrap();

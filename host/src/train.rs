@@ -158,6 +158,15 @@ pub fn train(
     atomic::remove_stale(&cfg.out)?;
     let device = torch_device::parse(&cfg.device)?;
     let data = Data::open(&cfg, device)?;
+    if let Some(info) = previous.as_ref().filter(|i| i.classes != data.classes) {
+        bail!(
+            "{}: its classes ({}) are not those the run in {} trained ({}); resume on data with the same classes and colours, or start a new run",
+            cfg.data.display(),
+            data.classes.names.join(", "),
+            cfg.out.display(),
+            info.classes.names.join(", ")
+        );
+    }
     let mut state = State::new(&cfg, device, &data, previous.as_ref(), &files)?;
     let mut best = state
         .history
@@ -221,6 +230,7 @@ fn settle_settings(
         .find(|f| f.exists());
     let previous = match (earlier, resume) {
         (Some(_), true) if files.last.exists() => Some(checkpoint::read_info(&files.last)?),
+        (Some(_), true) if overwrite => None,
         (Some(found), true) => bail!(
             "{}: an earlier run's file is there but not its last checkpoint ({}), so it cannot be resumed; pass --overwrite to start again, or choose another --out",
             found.display(),
@@ -612,6 +622,9 @@ mod tests {
                 .to_string();
             assert!(msg.contains("cannot be resumed"), "{msg}");
             assert!(settle_settings(cfg.clone(), &files, false, true, &[]).is_ok());
+            // --resume --overwrite: nothing to resume, and overwriting was asked for.
+            let (_, info) = settle_settings(cfg.clone(), &files, true, true, &[]).unwrap();
+            assert!(info.is_none());
             std::fs::remove_file(kept).unwrap();
         }
         assert!(settle_settings(cfg, &files, false, false, &[]).is_ok());
