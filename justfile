@@ -210,7 +210,10 @@ fleet-status *settings:
 # Every test of the workspace (installs the test tools and builds what the tests run first).
 test:
     scripts/setup-test-tools
-    {{torch_env}} cargo build --workspace --bins
+    # --no-run first: a compile error shows before the board builds. The test build also
+    # builds the binaries the end-to-end tests run; a separate `cargo build --bins` would
+    # compile tract and segcam twice (the tests' dev-dependencies change their features).
+    {{torch_env}} cargo test --workspace --no-run
     {{just_executable()}} build-board
     {{torch_env}} cargo test --workspace
 

@@ -3,8 +3,8 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
-/// A binary of the workspace, built beside this test (`cargo build --workspace --bins`,
-/// which `just test` runs first).
+/// A binary of the workspace, built beside this test (`cargo test --workspace` builds
+/// every package's binaries with its tests, as `just test` runs it).
 pub fn binary(name: &str) -> PathBuf {
     let exe = std::env::current_exe().expect("test executable path");
     // target/<profile>/deps/<test> → target/<profile>/<name>
@@ -15,7 +15,7 @@ pub fn binary(name: &str) -> PathBuf {
         .join(name);
     assert!(
         path.is_file(),
-        "{} is not built: run `just test` (or `cargo build --workspace --bins` first)",
+        "{} is not built: run `just test` (or `cargo test --workspace --no-run` first)",
         path.display()
     );
     path
