@@ -11,6 +11,11 @@ use crate::preprocess::Normalization;
 pub const METADATA_KEY: &str = "segcam.model_card";
 /// The card format this library reads and writes.
 pub const CARD_VERSION: u32 = 1;
+/// The longest side a card may give its input: far above any camera model, far below
+/// what would exhaust a board's memory per frame.
+pub const MAX_SIDE: u32 = 8192;
+/// The smallest standard deviation a card may normalise by.
+pub const MIN_STD: f32 = 1e-6;
 
 /// Element type of the model's weights and arithmetic.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -201,13 +206,26 @@ impl ModelCard {
             }
         }
         let n = card.normalization;
-        if !(n.std.iter().all(|s| s.is_finite() && *s > 0.0)
+        // A std near zero turns every pixel into inf/NaN: class 0 everywhere, silently.
+        if !(n.std.iter().all(|s| s.is_finite() && *s >= MIN_STD)
             && n.mean.iter().all(|m| m.is_finite()))
         {
             return Err(Error::Invalid(format!(
-                "the model card's normalisation (mean {:?}, std {:?}) needs finite means and positive standard deviations",
+                "the model card's normalisation (mean {:?}, std {:?}) needs finite means and standard deviations of at least {MIN_STD}",
                 n.mean, n.std
             )));
+        }
+        // The card's size sizes every frame's buffers (and a graph with symbolic sides
+        // takes it as is): a side of 0 or of 65536 is a broken card, not a big model.
+        for (name, side) in [
+            ("input_height", card.input_height),
+            ("input_width", card.input_width),
+        ] {
+            if !(1..=MAX_SIDE).contains(&side) {
+                return Err(Error::Invalid(format!(
+                    "the model card's {name} is {side}; a side must be 1 to {MAX_SIDE} pixels"
+                )));
+            }
         }
         Ok(card)
     }
@@ -310,6 +328,7 @@ mod tests {
             ([0.5; 3], [0.2, 0.0, 0.2]),
             ([0.5; 3], [0.2, -1.0, 0.2]),
             ([f32::NAN, 0.5, 0.5], [0.2; 3]),
+            ([0.5; 3], [0.2, 1e-30, 0.2]),
         ] {
             let mut card = sample();
             card.normalization = Normalization { mean, std };
@@ -322,6 +341,32 @@ mod tests {
                 .to_string();
             assert!(msg.contains("normalisation"), "{msg}");
         }
+    }
+
+    #[test]
+    fn input_sides_of_zero_or_beyond_the_limit_are_refused() {
+        for (key, side) in [
+            ("input_height", 0),
+            ("input_width", 0),
+            ("input_width", MAX_SIDE + 1),
+            ("input_height", 65536),
+        ] {
+            let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+            v[key] = side.into();
+            let msg = ModelCard::from_json(&v.to_string())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                msg.contains(key) && msg.contains(&side.to_string()),
+                "{msg}"
+            );
+        }
+        let mut v: serde_json::Value = serde_json::from_str(&sample().to_json()).unwrap();
+        v["input_width"] = MAX_SIDE.into();
+        assert_eq!(
+            ModelCard::from_json(&v.to_string()).unwrap().input_width,
+            MAX_SIDE
+        );
     }
 
     #[test]

@@ -21,6 +21,8 @@ use crate::resize::{Fit, ResizePolicy};
 /// The set's index file.
 pub const INDEX: &str = "golden.json";
 const FORMAT_VERSION: u32 = 1;
+/// The most frames a set may list.
+pub const MAX_FRAMES: usize = 1000;
 
 /// What `golden.json` holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -148,6 +150,13 @@ pub fn read(dir: &Path) -> Result<GoldenSet> {
     if set.frames.is_empty() {
         return Err(bad("no frames".into()));
     }
+    // Every frame is decoded before the timed runs: keep that bounded.
+    if set.frames.len() > MAX_FRAMES {
+        return Err(bad(format!(
+            "{} frames; a golden set holds at most {MAX_FRAMES}",
+            set.frames.len()
+        )));
+    }
     for name in set.frames.iter().flat_map(|f| [&f.image, &f.classes]) {
         if name.is_empty() || name.contains('/') || name.starts_with('.') {
             return Err(bad(format!("file name {name:?} is not a plain name")));
@@ -163,7 +172,14 @@ pub fn check(engine: &Engine, dir: &Path, required: &Requirements) -> Result<Rep
     for f in &set.frames {
         let image = open(&dir.join(&f.image))?.to_rgb8();
         let path = dir.join(&f.classes);
-        let golden = open(&path)?.to_luma8();
+        // Class indices, one byte each: converting colour or 16 bits to grey would
+        // turn a wrong file into a low agreement instead of an error.
+        let image::DynamicImage::ImageLuma8(golden) = open(&path)? else {
+            return Err(Error::Invalid(format!(
+                "{}: not a class map (want an 8-bit greyscale PNG of class indices)",
+                path.display()
+            )));
+        };
         inputs.push((f, image, golden, path));
     }
     let mut frames = Vec::new();
@@ -331,5 +347,23 @@ mod tests {
         std::fs::write(set_dir.join(INDEX), serde_json::to_string(&bad).unwrap()).unwrap();
         let msg = read(&set_dir).unwrap_err().to_string();
         assert!(msg.contains("not a plain name"), "{msg}");
+
+        // More frames than a set may hold.
+        let mut many = set.clone();
+        many.frames = vec![set.frames[0].clone(); MAX_FRAMES + 1];
+        std::fs::write(set_dir.join(INDEX), serde_json::to_string(&many).unwrap()).unwrap();
+        let msg = read(&set_dir).unwrap_err().to_string();
+        assert!(msg.contains("at most"), "{msg}");
+
+        // A class map saved in colour is a broken file, not a disagreement.
+        std::fs::write(set_dir.join(INDEX), serde_json::to_string(&set).unwrap()).unwrap();
+        let classes = set_dir.join(&set.frames[1].classes);
+        let colour = open(&classes).unwrap().to_rgb8();
+        colour.save(&classes).unwrap();
+        let msg = check(&engine, &set_dir, &required).unwrap_err().to_string();
+        assert!(
+            msg.contains("golden-01.classes.png") && msg.contains("not a class map"),
+            "{msg}"
+        );
     }
 }

@@ -15,11 +15,36 @@ use crate::error::{Error, Result};
 /// Read and decode an ONNX file, refusing what is not one (another format, a
 /// truncated file) with a message that names the file.
 pub fn decode_file(path: &Path) -> Result<pb::ModelProto> {
-    let bytes = std::fs::read(path).map_err(|source| Error::Io {
-        path: path.to_owned(),
-        cause: source,
-    })?;
+    let bytes = read_model(path)?;
     decode(&bytes).map_err(|message| model_error(path, message))
+}
+
+/// The largest model file read: protobuf's own limit for one message.
+const MAX_MODEL_BYTES: u64 = 2 << 30;
+
+/// The bytes of the model file `path`, refusing what is not a regular file (a FIFO would
+/// block, `/dev/zero` would fill memory) or is larger than a protobuf message can be.
+pub fn read_model(path: &Path) -> Result<Vec<u8>> {
+    use std::io::Read;
+    let fail = |message: String| model_error(path, message);
+    let meta = std::fs::metadata(path).map_err(|e| Error::io(path, e))?;
+    if meta.is_dir() {
+        return Err(fail("is a folder, not an ONNX file".into()));
+    }
+    if !meta.is_file() {
+        return Err(fail("is not a regular file (a device or a pipe?)".into()));
+    }
+    if meta.len() > MAX_MODEL_BYTES {
+        return Err(fail(format!(
+            "is {} bytes, more than an ONNX file can be (2 GiB)",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    std::fs::File::open(path)
+        .and_then(|f| f.take(MAX_MODEL_BYTES + 1).read_to_end(&mut bytes))
+        .map_err(|e| Error::io(path, e))?;
+    Ok(bytes)
 }
 
 /// Decode ONNX bytes; the error says why they are not a model.
@@ -172,5 +197,21 @@ mod tests {
             msg.contains("m.onnx") && msg.contains("not an ONNX"),
             "{msg}"
         );
+    }
+
+    #[test]
+    fn folders_and_devices_are_not_read_as_models() {
+        let dir = tempfile::tempdir().unwrap();
+        let msg = read_model(dir.path()).unwrap_err().to_string();
+        assert!(msg.contains("is a folder"), "{msg}");
+        // /dev/zero would be read until memory runs out
+        let msg = read_model(Path::new("/dev/zero")).unwrap_err().to_string();
+        assert!(
+            msg.contains("/dev/zero") && msg.contains("not a regular file"),
+            "{msg}"
+        );
+        let path = dir.path().join("m.onnx");
+        std::fs::write(&path, encode(&tiny_model())).unwrap();
+        assert_eq!(read_model(&path).unwrap(), encode(&tiny_model()));
     }
 }

@@ -918,6 +918,168 @@ fn a_folder_where_no_image_decodes_is_an_error_even_looping() {
     assert!(err.contains("none of its 2 images"), "{err}");
 }
 
+#[test]
+fn outputs_are_never_written_among_the_inputs() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let shots = dir.path().join("shots");
+    std::fs::create_dir(&shots).unwrap();
+    let scene = segcam::scene::render(1, 0, 64, 48).image;
+    for name in ["a.png", "frame-000002.png"] {
+        scene.save(shots.join(name)).unwrap();
+    }
+    let before = std::fs::read(shots.join("frame-000002.png")).unwrap();
+    for flag in ["--out", "--save-masks"] {
+        let out = seg_cam(&[
+            shots.to_str().unwrap(),
+            "--model",
+            model.to_str().unwrap(),
+            flag,
+            shots.to_str().unwrap(),
+            "--http",
+            "off",
+        ]);
+        assert!(!out.status.success(), "{flag} into the input folder ran");
+        let err = text(&out.stderr);
+        assert!(
+            err.contains("holds the input") && err.contains("shots"),
+            "{flag}: {err}"
+        );
+    }
+    let mut names: Vec<_> = std::fs::read_dir(&shots)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["a.png", "frame-000002.png"], "nothing added");
+    assert_eq!(
+        std::fs::read(shots.join("frame-000002.png")).unwrap(),
+        before
+    );
+
+    // Elsewhere, the frames appear whole and no temporary is left.
+    let elsewhere = dir.path().join("out");
+    let out = seg_cam(&[
+        shots.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--out",
+        elsewhere.to_str().unwrap(),
+        "--save-masks",
+        elsewhere.to_str().unwrap(),
+        "--http",
+        "off",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let mut names: Vec<String> = std::fs::read_dir(&elsewhere)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            "frame-000001.jpg",
+            "frame-000002.jpg",
+            "mask-000001.png",
+            "mask-000002.png"
+        ]
+    );
+    assert_eq!(
+        read_mask(&elsewhere.join("mask-000001.png")).dimensions(),
+        (64, 48)
+    );
+}
+
+#[test]
+fn a_pipe_or_a_device_is_neither_read_as_a_model_nor_as_images() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let fifo = dir.path().join("fifo.png");
+    let c = std::ffi::CString::new(fifo.to_str().unwrap()).unwrap();
+    assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+    let out = seg_cam(&[
+        fifo.to_str().unwrap(),
+        "--model",
+        model.to_str().unwrap(),
+        "--http",
+        "off",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("fifo.png") && err.contains("not a regular file"),
+        "{err}"
+    );
+    let out = seg_cam(&[
+        "test://",
+        "--model",
+        "/dev/zero",
+        "--frames",
+        "1",
+        "--http",
+        "off",
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("/dev/zero") && err.contains("not a regular file"),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_golden_check_never_writes_into_its_set() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model(dir.path());
+    let golden = dir.path().join("golden");
+    let m = model.to_str().unwrap();
+    let g = golden.to_str().unwrap();
+    let out = seg_cam(&[
+        "check", "--make", "--golden", g, "--model", m, "--frames", "2",
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let index = std::fs::read(golden.join("golden.json")).unwrap();
+    let json = golden.join("golden.json");
+    let out = seg_cam(&[
+        "check",
+        "--golden",
+        g,
+        "--model",
+        m,
+        "--json",
+        json.to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(err.contains("inside the golden set"), "{err}");
+    assert_eq!(std::fs::read(&json).unwrap(), index, "the index is intact");
+    // made from the set's own frames: refused
+    let out = seg_cam(&["check", "--make", "--golden", g, "--model", m, "--from", g]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("its own folder"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert_eq!(std::fs::read(&json).unwrap(), index, "the index is intact");
+    // a report beside the set is written
+    let report = dir.path().join("report.json");
+    let out = seg_cam(&[
+        "check",
+        "--golden",
+        g,
+        "--model",
+        m,
+        "--json",
+        report.to_str().unwrap(),
+    ]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    let report: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    assert_eq!(report["passed"], true, "{report}");
+}
+
 /// The peak resident memory of a running process, in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -241,10 +241,7 @@ impl Engine {
     /// Load `path`, check its card against the graph, and prepare it in the engine
     /// `options` name, fixed to the card's input size.
     pub fn open(path: &Path, options: &EngineOptions) -> Result<Self> {
-        let bytes = std::fs::read(path).map_err(|source| Error::Io {
-            path: path.to_owned(),
-            cause: source,
-        })?;
+        let bytes = onnx_card::read_model(path)?;
         let proto = onnx_card::decode(&bytes).map_err(|m| model_error(path, m))?;
         let fail = |message: String| model_error(path, message);
         let card = onnx_card::card_of(&proto).map_err(fail)?;
@@ -333,10 +330,12 @@ impl Engine {
     /// Run on one normalised image, planar CHW (3 × height × width values).
     pub fn run(&self, chw: &[f32]) -> Result<Output> {
         let (w, h) = self.input_size();
+        let classes = self.card.classes.len();
         self.run_with(chw, |raw| match raw {
-            Raw::Scores(_, scores) => Output::Logits(scores.to_vec()),
-            Raw::Classes(_, classes) => Output::ClassMap(class_map(&classes, w, h)),
-        })
+            Raw::Scores(_, scores) => Ok(Output::Logits(scores.to_vec())),
+            Raw::Classes(_, indices) => class_map(&indices, classes, w, h).map(Output::ClassMap),
+        })?
+        .map_err(|m| model_error(&self.path, m))
     }
 
     /// Run and leave the output where the engine put it (class maps of another integer
@@ -364,11 +363,11 @@ impl Engine {
         let classes = self.card.classes.len();
         // The argmax reads the scores in place: a copy of them costs as much again.
         let map = self.run_with(&chw, |raw| match raw {
-            Raw::Scores(_, scores) => argmax(scores, classes, w, h),
-            Raw::Classes(_, indices) => class_map(&indices, w, h),
+            Raw::Scores(_, scores) => Ok(argmax(scores, classes, w, h)),
+            Raw::Classes(_, indices) => class_map(&indices, classes, w, h),
         });
         *self.chw.lock().unwrap_or_else(|e| e.into_inner()) = chw;
-        map
+        map?.map_err(|m| model_error(&self.path, m))
     }
 
     /// Run on `chw` and hand `read` the output while the backend still holds it.
@@ -392,10 +391,23 @@ impl Engine {
     }
 }
 
-/// A class-index output as a map (indices outside 0–255 clamped; the load checked its shape).
-fn class_map(indices: &[i64], width: u32, height: u32) -> GrayImage {
-    let bytes = indices.iter().map(|&c| c.clamp(0, 255) as u8).collect();
-    GrayImage::from_raw(width, height, bytes).expect("the output shape was checked at load")
+/// A class-index output as a map (the load checked its shape). An index outside the
+/// card's classes means card and graph disagree (the load cannot always see the argmax's
+/// width): an error, not pixels drawn and counted as some other class.
+fn class_map(
+    indices: &[i64],
+    classes: usize,
+    width: u32,
+    height: u32,
+) -> std::result::Result<GrayImage, String> {
+    if let Some(&bad) = indices.iter().find(|&&c| c < 0 || c >= classes as i64) {
+        return Err(format!(
+            "the model's class map holds index {bad}, but its card lists {classes} classes (0 to {}): card and graph disagree",
+            classes.saturating_sub(1)
+        ));
+    }
+    let bytes = indices.iter().map(|&c| c as u8).collect();
+    Ok(GrayImage::from_raw(width, height, bytes).expect("the output shape was checked at load"))
 }
 
 /// Per-pixel index of the largest of `classes` planar score planes; ties go to the
@@ -462,6 +474,19 @@ mod tests {
             card.output_kind = OutputKind::ClassMap;
         }
         card
+    }
+
+    #[test]
+    fn class_maps_with_indices_beyond_the_card_are_refused() {
+        let map = class_map(&[0, 1, 4, 2], 5, 2, 2).unwrap();
+        assert_eq!(map.as_raw(), &[0, 1, 4, 2]);
+        for bad in [5, 20, -1] {
+            let msg = class_map(&[0, bad, 1, 2], 5, 2, 2).unwrap_err();
+            assert!(
+                msg.contains(&format!("index {bad}")) && msg.contains("5 classes"),
+                "{msg}"
+            );
+        }
     }
 
     #[test]

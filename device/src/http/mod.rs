@@ -26,8 +26,8 @@ mod metrics;
 mod published;
 pub mod request;
 
-use std::io::{self, Write};
-use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::io::{self, Read, Write};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
@@ -269,11 +269,53 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .name("segcam-http-client".into())
             .spawn(move || {
                 let _connection = connection;
-                let _ = serve(stream, &thread_shared, waiting);
+                let mut stream = stream;
+                let _ = serve(&mut stream, &thread_shared, waiting);
+                if !thread_shared.stop.load(Ordering::SeqCst) {
+                    close_gently(&mut stream);
+                }
             });
         if spawned.is_err() {
             tracing::warn!("http: cannot start a thread for a connection; refused it");
         }
+    }
+}
+
+/// How long, and how much, a closing connection still reads of what its client sends.
+const LINGER: Duration = Duration::from_secs(1);
+const LINGER_BYTES: usize = 8 << 20;
+
+/// Close so that a client still sending (a body, an oversized head) reads the answer
+/// rather than a reset: Linux resets a socket closed with unread input. Stop writing,
+/// then read and drop what still comes, briefly.
+fn close_gently(stream: &mut TcpStream) {
+    let _ = stream.shutdown(Shutdown::Write);
+    let deadline = Instant::now() + LINGER;
+    let mut buf = [0u8; 8192];
+    let mut left = LINGER_BYTES;
+    while left > 0 {
+        let wait = deadline.saturating_duration_since(Instant::now());
+        if wait.is_zero() || stream.set_read_timeout(Some(wait)).is_err() {
+            break;
+        }
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => left = left.saturating_sub(n),
+        }
+    }
+}
+
+/// Whether a client has closed its side (or its socket failed), without waiting.
+fn hung_up(stream: &TcpStream) -> bool {
+    if stream.set_nonblocking(true).is_err() {
+        return true;
+    }
+    let peeked = stream.peek(&mut [0u8; 1]);
+    let restored = stream.set_nonblocking(false).is_ok();
+    match peeked {
+        Ok(0) => true,
+        Ok(_) => !restored,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock || !restored,
     }
 }
 
@@ -355,34 +397,34 @@ impl Response {
     }
 }
 
-fn serve(mut stream: TcpStream, shared: &Shared, waiting: Waiting) -> io::Result<()> {
+fn serve(stream: &mut TcpStream, shared: &Shared, waiting: Waiting) -> io::Result<()> {
     let _ = stream.set_nodelay(true);
     let timeout = shared.options.write_timeout;
-    let head = read_head(&mut stream, Instant::now() + shared.options.head_timeout);
+    let head = read_head(stream, Instant::now() + shared.options.head_timeout);
     drop(waiting);
-    let request =
-        match head {
-            Ok(request) => request,
-            Err(HeadError::Gone) => return Ok(()),
-            Err(HeadError::TimedOut) => {
-                return Response::text("408 Request Timeout", "the request head took too long\n")
-                    .send(&mut stream, false, timeout)
-            }
-            Err(HeadError::TooLarge) => {
-                return Response::text(
-                    "431 Request Header Fields Too Large",
-                    "request head too large\n",
-                )
-                .send(&mut stream, false, timeout)
-            }
-            Err(HeadError::Malformed(why)) => {
-                return Response::text("400 Bad Request", format!("bad request: {why}\n")).send(
-                    &mut stream,
-                    false,
-                    timeout,
-                )
-            }
-        };
+    let request = match head {
+        Ok(request) => request,
+        Err(HeadError::Gone) => return Ok(()),
+        Err(HeadError::TimedOut) => {
+            return Response::text("408 Request Timeout", "the request head took too long\n")
+                .send(stream, false, timeout)
+        }
+        Err(HeadError::UriTooLong) => {
+            return Response::text("414 URI Too Long", "request line too long\n")
+                .send(stream, false, timeout)
+        }
+        Err(HeadError::TooLarge) => {
+            return Response::text(
+                "431 Request Header Fields Too Large",
+                "request head too large\n",
+            )
+            .send(stream, false, timeout)
+        }
+        Err(HeadError::Malformed(why)) => {
+            return Response::text("400 Bad Request", format!("bad request: {why}\n"))
+                .send(stream, false, timeout)
+        }
+    };
     if shared.stop.load(Ordering::SeqCst) {
         return Ok(());
     }
@@ -392,11 +434,11 @@ fn serve(mut stream: TcpStream, shared: &Shared, waiting: Waiting) -> io::Result
         _ => {
             return Response::text("405 Method Not Allowed", "only GET and HEAD\n")
                 .with("Allow: GET, HEAD\r\n")
-                .send(&mut stream, false, timeout)
+                .send(stream, false, timeout)
         }
     };
     if let Some(refusal) = refusal(&request, shared) {
-        return refusal.send(&mut stream, head_only, timeout);
+        return refusal.send(stream, head_only, timeout);
     }
     let published = &shared.published;
     let response = match request.path.as_str() {
@@ -424,7 +466,7 @@ fn serve(mut stream: TcpStream, shared: &Shared, waiting: Waiting) -> io::Result
             let Some(_viewer) = shared.streams.take() else {
                 return Response::text("503 Service Unavailable", "too many stream clients\n")
                     .with("Retry-After: 5\r\n")
-                    .send(&mut stream, head_only, timeout);
+                    .send(stream, head_only, timeout);
             };
             if head_only {
                 Response::new("200 OK", MJPEG_TYPE, Vec::new())
@@ -436,7 +478,7 @@ fn serve(mut stream: TcpStream, shared: &Shared, waiting: Waiting) -> io::Result
             let Some(_busy) = shared.busy.take() else {
                 return Response::text("503 Service Unavailable", "too many clients\n")
                     .with("Retry-After: 1\r\n")
-                    .send(&mut stream, head_only, timeout);
+                    .send(stream, head_only, timeout);
             };
             let response = match path {
                 "/" | "/index.html" => {
@@ -453,10 +495,10 @@ fn serve(mut stream: TcpStream, shared: &Shared, waiting: Waiting) -> io::Result
                 ),
                 _ => Response::text("404 Not Found", "not found\n"),
             };
-            return response.send(&mut stream, head_only, timeout);
+            return response.send(stream, head_only, timeout);
         }
     };
-    response.send(&mut stream, head_only, timeout)
+    response.send(stream, head_only, timeout)
 }
 
 /// A request the server will not answer: a foreign `Host`, or no token where one is set.
@@ -484,7 +526,7 @@ fn refusal(request: &Request, shared: &Shared) -> Option<Response> {
 
 /// Stream frames until the client goes away, takes longer than the write timeout
 /// for one frame, or the server stops.
-fn stream_mjpeg(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
+fn stream_mjpeg(stream: &mut TcpStream, shared: &Shared) -> io::Result<()> {
     let published = &shared.published;
     published.clients.fetch_add(1, Ordering::SeqCst);
     struct Leave<'a>(&'a Published);
@@ -503,10 +545,14 @@ fn stream_mjpeg(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
          Pragma: no-cache\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n\
          --{BOUNDARY}\r\n"
     );
-    write_by(&mut stream, head.as_bytes(), Instant::now() + timeout)?;
+    write_by(stream, head.as_bytes(), Instant::now() + timeout)?;
     let mut seen = 0;
     while !shared.stop.load(Ordering::SeqCst) {
         let Some((seq, jpeg)) = published.wait_newer(seen, Duration::from_millis(500)) else {
+            // No frame to write: notice a viewer that left, or its slot stays taken.
+            if hung_up(stream) {
+                return Ok(());
+            }
             continue;
         };
         seen = seq;
@@ -515,13 +561,9 @@ fn stream_mjpeg(mut stream: TcpStream, shared: &Shared) -> io::Result<()> {
             jpeg.len()
         );
         let deadline = Instant::now() + timeout;
-        write_by(&mut stream, part.as_bytes(), deadline)?;
-        write_by(&mut stream, &jpeg, deadline)?;
-        write_by(
-            &mut stream,
-            format!("\r\n--{BOUNDARY}\r\n").as_bytes(),
-            deadline,
-        )?;
+        write_by(stream, part.as_bytes(), deadline)?;
+        write_by(stream, &jpeg, deadline)?;
+        write_by(stream, format!("\r\n--{BOUNDARY}\r\n").as_bytes(), deadline)?;
     }
     Ok(())
 }
@@ -906,6 +948,57 @@ mod tests {
     }
 
     #[test]
+    fn a_client_still_sending_a_body_reads_the_answer_not_a_reset() {
+        let (server, _published) = server(HttpOptions::default());
+        let mut s = TcpStream::connect_timeout(&server.local_addr(), DEADLINE).unwrap();
+        s.set_read_timeout(Some(DEADLINE)).unwrap();
+        s.set_write_timeout(Some(DEADLINE)).unwrap();
+        let body = vec![b'x'; 2 << 20];
+        write!(
+            s,
+            "POST / HTTP/1.1\r\nHost: localhost\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .unwrap();
+        // More than the socket buffers hold: the server must read it to let it through.
+        s.write_all(&body).expect("the body is taken, not reset");
+        let mut raw = Vec::new();
+        s.read_to_end(&mut raw)
+            .expect("the answer, then a clean close");
+        let text = String::from_utf8_lossy(&raw);
+        assert!(text.starts_with("HTTP/1.1 405"), "{text}");
+    }
+
+    #[test]
+    fn a_stream_viewer_that_left_frees_its_slot_without_new_frames() {
+        let options = HttpOptions {
+            max_streams: 1,
+            ..HttpOptions::default()
+        };
+        let (server, published) = server(options);
+        published.publish(frame_jpeg(0.0), stats(1));
+        let first = connect(&server, "/stream.mjpg");
+        let mut reader = BufReader::new(first);
+        let mut line = String::new();
+        reader.read_line(&mut line).unwrap();
+        assert!(line.contains("200"), "{line}");
+        drop(reader);
+        // no frame comes after the viewer leaves; its slot frees within a wait
+        let start = Instant::now();
+        loop {
+            let mut s = connect(&server, "/stream.mjpg");
+            let mut line = String::new();
+            let _ = BufReader::new(&mut s).read_line(&mut line);
+            if line.contains("200") {
+                break;
+            }
+            assert!(line.contains("503"), "{line}");
+            assert!(start.elapsed() < DEADLINE, "the slot was never freed");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    #[test]
     fn healthz_gets_through_hundreds_of_idle_and_trickling_clients() {
         let (server, published) = server(HttpOptions::default());
         published.publish(frame_jpeg(0.0), stats(1));
@@ -1055,7 +1148,19 @@ mod tests {
         assert_eq!(status_of(addr, "GARBAGE\r\n\r\n"), 400);
         assert_eq!(
             status_of(addr, &format!("GET /{} HTTP/1.1\r\n\r\n", "a".repeat(8250))),
+            414
+        );
+        assert_eq!(
+            status_of(
+                addr,
+                &format!("GET / HTTP/1.1\r\nX-Big: {}\r\n\r\n", "a".repeat(8250))
+            ),
             431
+        );
+        // a bare LF, then CRLF, ends the head as well
+        assert_eq!(
+            status_of(addr, "GET /healthz HTTP/1.1\nHost: localhost\n\r\n"),
+            200
         );
         let err = HttpServer::start_with(
             "127.0.0.1:0",

@@ -27,6 +27,8 @@ pub enum HeadError {
     Malformed(&'static str),
     /// Longer than [`MAX_HEAD`] (431).
     TooLarge,
+    /// A request line alone longer than [`MAX_HEAD`] (414).
+    UriTooLong,
     /// The deadline passed before the head was complete (408).
     TimedOut,
     /// The client closed or the socket failed: nothing to answer.
@@ -40,12 +42,12 @@ pub fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Request, H
     loop {
         if let Some(end) = head_end(&head) {
             if end > MAX_HEAD {
-                return Err(HeadError::TooLarge);
+                return Err(too_large(&head));
             }
             return parse_head(&head[..end]).map_err(HeadError::Malformed);
         }
         if head.len() > MAX_HEAD {
-            return Err(HeadError::TooLarge);
+            return Err(too_large(&head));
         }
         let left = deadline.saturating_duration_since(Instant::now());
         if left.is_zero() {
@@ -71,14 +73,21 @@ pub fn read_head(stream: &mut TcpStream, deadline: Instant) -> Result<Request, H
     }
 }
 
-/// Where the head ends (the blank line), if it has.
+/// An oversized head: 414 when its request line alone is too long, else 431.
+fn too_large(head: &[u8]) -> HeadError {
+    if head[..head.len().min(MAX_HEAD)].contains(&b'\n') {
+        HeadError::TooLarge
+    } else {
+        HeadError::UriTooLong
+    }
+}
+
+/// Where the head ends (the blank line, CRLF or bare LF in any mix), if it has.
 fn head_end(bytes: &[u8]) -> Option<usize> {
     let crlf = bytes.windows(4).position(|w| w == b"\r\n\r\n");
     let lf = bytes.windows(2).position(|w| w == b"\n\n");
-    match (crlf, lf) {
-        (Some(a), Some(b)) => Some(a.min(b)),
-        (a, b) => a.or(b),
-    }
+    let mixed = bytes.windows(3).position(|w| w == b"\n\r\n");
+    [crlf, lf, mixed].into_iter().flatten().min()
 }
 
 /// A URI scheme: a letter, then letters, digits, `+`, `-` or `.` (RFC 3986 §3.1).

@@ -166,9 +166,15 @@ impl Config {
         }
         table.extend(overrides);
         let name = file.map_or("the flags".to_string(), |(p, _)| p.display().to_string());
-        let config: Config = table
-            .try_into()
-            .map_err(|e: toml::de::Error| Error::Invalid(format!("{name}: {}", e.message())))?;
+        let config: Config = table.try_into().map_err(|e: toml::de::Error| {
+            // Display names the key (`in \`alpha\``), message() alone does not.
+            let said = e
+                .to_string()
+                .split_whitespace()
+                .collect::<Vec<_>>()
+                .join(" ");
+            Error::Invalid(format!("{name}: {said}"))
+        })?;
         config
             .check()
             .map_err(|e| Error::Invalid(format!("{name}: {e}")))?;
@@ -364,6 +370,8 @@ mod tests {
         assert!(msg.contains("cam.toml") && msg.contains("squash"), "{msg}");
         let msg = err("alpha = 300");
         assert!(msg.contains("cam.toml") && msg.contains("300"), "{msg}");
+        let msg = err("alpha = \"high\"");
+        assert!(msg.contains("cam.toml") && msg.contains("`alpha`"), "{msg}");
         let msg = err("width = 0");
         assert!(msg.contains("cam.toml") && msg.contains("0×480"), "{msg}");
         let msg = err("width = 100000");

@@ -15,7 +15,7 @@ pub mod status;
 pub mod uri;
 pub mod watchdog;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
 use std::sync::Arc;
 
@@ -64,6 +64,29 @@ fn create_dir(path: &Path) -> Result<()> {
 
 /// Frames are numbered from 1 in every run: say so when a folder already holds some
 /// (they are replaced where the numbers meet, and any beyond this run's stay).
+/// Refuse an output folder that holds input files: frame-000002.jpg written there could
+/// replace an input not yet read, and later passes would read our own output.
+fn refuse_among_inputs(dir: &Path, inputs: &[PathBuf]) -> Result<()> {
+    let Ok(out) = dir.canonicalize() else {
+        return Ok(());
+    };
+    let among = inputs.iter().find(|input| {
+        input
+            .canonicalize()
+            .ok()
+            .and_then(|p| p.parent().map(|d| d == out))
+            .unwrap_or(false)
+    });
+    match among {
+        Some(input) => Err(Error::Invalid(format!(
+            "{}: the output folder holds the input {} (outputs would replace or join the inputs): write to another folder",
+            dir.display(),
+            input.display()
+        ))),
+        None => Ok(()),
+    }
+}
+
 fn warn_of_earlier_frames(dir: &Path, prefix: &str) {
     let earlier = std::fs::read_dir(dir)
         .map(|entries| {
@@ -137,6 +160,9 @@ pub fn run(config: &Config, stop: Arc<AtomicBool>) -> Result<Summary> {
     for (dir, prefix) in [(&config.out, "frame-"), (&config.save_masks, "mask-")] {
         if let Some(dir) = dir {
             create_dir(dir)?;
+            if let Some(source) = &first {
+                refuse_among_inputs(dir, source.files())?;
+            }
             warn_of_earlier_frames(dir, prefix);
         }
     }

@@ -316,12 +316,13 @@ impl Stage<'_> {
         if let Some(dir) = &self.sinks.masks {
             let filter = self.settings.overlay.filter;
             let ids = resample_labels(&map, width, height, filter);
-            let path = dir.join(format!("mask-{n:06}.png"));
-            ids.save(&path).map_err(|e| image_error(&path, e))?;
+            let mut png = Vec::new();
+            ids.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
+                .map_err(|e| image_error(&dir.join(format!("mask-{n:06}.png")), e))?;
+            write_whole(dir, &format!("mask-{n:06}.png"), &png)?;
         }
         if let (Some(dir), Some(jpeg)) = (&self.sinks.out, &jpeg) {
-            let path = dir.join(format!("frame-{n:06}.jpg"));
-            std::fs::write(&path, jpeg).map_err(|e| Error::io(&path, e))?;
+            write_whole(dir, &format!("frame-{n:06}.jpg"), jpeg)?;
         }
         if let Some(fb) = &mut self.sinks.fb {
             show(fb, &picture)?;
@@ -479,6 +480,19 @@ fn show(fb: &mut Framebuffer, picture: &RgbImage) -> Result<()> {
     let w = ((pw as f32 * scale).round() as u32).clamp(1, fw);
     let h = ((ph as f32 * scale).round() as u32).clamp(1, fh);
     fb.show(&imageops::resize(picture, w, h, FilterType::Triangle))
+}
+
+/// Write `name` in `dir` under a temporary name first: a reader watching the folder, or
+/// a run killed mid-write, never sees half a file under the frame's name.
+fn write_whole(dir: &Path, name: &str, bytes: &[u8]) -> Result<()> {
+    let path = dir.join(name);
+    let temporary = dir.join(format!(".{name}.part"));
+    std::fs::write(&temporary, bytes)
+        .and_then(|()| std::fs::rename(&temporary, &path))
+        .map_err(|e| {
+            let _ = std::fs::remove_file(&temporary);
+            Error::io(&path, e)
+        })
 }
 
 fn image_error(path: &Path, e: image::ImageError) -> Error {

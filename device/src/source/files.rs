@@ -57,6 +57,11 @@ impl Images {
             paths
         } else if path.is_file() {
             vec![path.to_owned()]
+        } else if std::fs::symlink_metadata(path).is_ok() {
+            // a FIFO, a device, a dangling or looping link: there, but not images
+            return Err(Error::Invalid(format!(
+                "input '{pattern}': not a regular file or folder (a pipe, a device or a broken link?)"
+            )));
         } else {
             return Err(Error::Invalid(format!(
                 "input '{pattern}': no such file or folder (expected an image, a folder, a glob, test:// or a camera)"
@@ -77,10 +82,6 @@ impl Images {
             decoded_this_pass: false,
             last_failure: None,
         })
-    }
-
-    pub fn paths(&self) -> &[PathBuf] {
-        &self.paths
     }
 }
 
@@ -118,6 +119,10 @@ impl Source for Images {
 
     fn describe(&self) -> String {
         format!("{} ({} images)", self.pattern, self.paths.len())
+    }
+
+    fn files(&self) -> &[PathBuf] {
+        &self.paths
     }
 
     fn frame_name(&self) -> Option<String> {
@@ -167,7 +172,7 @@ mod tests {
         write_images(dir.path());
         let mut source =
             Images::open(dir.path().to_str().unwrap(), false, DecodeLimits::default()).unwrap();
-        assert_eq!(source.paths().len(), 4, "the .txt is left out");
+        assert_eq!(source.files().len(), 4, "the .txt is left out");
         let (values, corrupt, ended) = drain(&mut source, 10);
         assert!(ended);
         assert_eq!(corrupt, 1);

@@ -55,6 +55,11 @@ pub trait Source: Send {
     fn frame_name(&self) -> Option<String> {
         None
     }
+    /// The files this source reads, where it reads files (so that outputs never land
+    /// among them).
+    fn files(&self) -> &[PathBuf] {
+        &[]
+    }
 }
 
 /// Settings that sources take from the command line.

@@ -13,7 +13,8 @@ use segcam::ClassList;
 
 use crate::dataset::{BadFiles, VocDataset};
 
-const EXTENSIONS: [&str; 4] = ["jpg", "jpeg", "png", "bmp"];
+// The formats the workspace builds `image` with.
+const EXTENSIONS: [&str; 3] = ["jpg", "jpeg", "png"];
 
 /// Whether `root` is a VOC-layout dataset with a `split` list.
 pub fn has_split(root: &Path, split: &str) -> bool {
@@ -47,7 +48,7 @@ impl CalibrationImages {
         };
         if all.is_empty() {
             bail!(
-                "{}: no calibration images (neither a VOC-layout '{split}' split nor .jpg/.jpeg/.png/.bmp files)",
+                "{}: no calibration images (neither a VOC-layout '{split}' split nor .jpg/.jpeg/.png files)",
                 root.display()
             );
         }

@@ -14,6 +14,8 @@ use segcam::engine::Engine;
 use segcam::golden::{self, Requirements};
 use segcam::live::Config;
 
+use crate::whole::write_whole;
+
 /// Exit status when the set fails its check (1 is any other error).
 pub const FAILED: u8 = 3;
 
@@ -61,7 +63,13 @@ pub struct CheckCli {
 pub fn main(cli: CheckCli) -> anyhow::Result<ExitCode> {
     let mut overrides = toml::Table::new();
     if let Some(model) = &cli.model {
-        overrides.insert("model".into(), model.to_string_lossy().into_owned().into());
+        let Some(text) = model.to_str() else {
+            bail!(
+                "--model {}: not UTF-8; seg-cam's settings take UTF-8 paths (rename the file)",
+                model.to_string_lossy()
+            );
+        };
+        overrides.insert("model".into(), text.into());
     }
     if let Some(engine) = &cli.engine {
         overrides.insert("engine".into(), engine.clone().into());
@@ -79,10 +87,20 @@ pub fn main(cli: CheckCli) -> anyhow::Result<ExitCode> {
         budget_ms: config.latency_budget_ms,
         runs: cli.runs,
     };
+    if let Some(path) = &cli.json {
+        // A report written into the set could replace its index or a frame.
+        if inside(path, &cli.golden) {
+            bail!(
+                "--json {}: inside the golden set {}; write the report elsewhere",
+                path.display(),
+                cli.golden.display()
+            );
+        }
+    }
     let report = golden::check(&engine, &cli.golden, &required)?;
     if let Some(path) = &cli.json {
         let json = serde_json::to_string_pretty(&report)? + "\n";
-        std::fs::write(path, json).with_context(|| format!("{}: cannot write", path.display()))?;
+        write_whole(path, json.as_bytes())?;
     }
     println!("golden set {}: {}", cli.golden.display(), report.summary());
     Ok(if report.passed {
@@ -92,9 +110,39 @@ pub fn main(cli: CheckCli) -> anyhow::Result<ExitCode> {
     })
 }
 
+/// Whether `path` is `dir` or lies in it (as far as what exists can tell).
+fn inside(path: &Path, dir: &Path) -> bool {
+    let Ok(dir) = dir.canonicalize() else {
+        return false;
+    };
+    let parent = match path.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    let name = path.file_name();
+    parent
+        .canonicalize()
+        .map(|p| name.map_or(p.clone(), |n| p.join(n)))
+        .is_ok_and(|p| p.starts_with(&dir))
+}
+
 fn make(cli: &CheckCli, config: &Config, engine: &Engine) -> anyhow::Result<ExitCode> {
-    if cli.frames == 0 {
-        bail!("--frames 0: a golden set needs at least one frame");
+    if cli.frames == 0 || cli.frames > golden::MAX_FRAMES {
+        bail!(
+            "--frames {}: a golden set holds 1 to {} frames",
+            cli.frames,
+            golden::MAX_FRAMES
+        );
+    }
+    if let Some(from) = &cli.from {
+        // the set's own frames would be read back as inputs
+        if inside(from, &cli.golden) {
+            bail!(
+                "--from {} and --golden {}: the golden set needs its own folder, apart from the images it is made of",
+                from.display(),
+                cli.golden.display()
+            );
+        }
     }
     let frames = match &cli.from {
         Some(dir) => images_in(dir, cli.frames, &config.source_options().decode)?,
@@ -121,6 +169,7 @@ fn images_in(dir: &Path, count: usize, limits: &DecodeLimits) -> anyhow::Result<
     let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
         .with_context(|| format!("{}: cannot read", dir.display()))?
         .filter_map(|e| e.ok().map(|e| e.path()))
+        .filter(|p| p.is_file())
         .filter(|p| {
             p.extension()
                 .and_then(|e| e.to_str())

@@ -19,6 +19,7 @@ use segcam::source::PixelFormat;
 
 mod check;
 mod release;
+mod whole;
 
 /// Flags: each setting is optional here so that only those given override the
 /// config file; the defaults live in `Config` (shown at the end of `--help`).
@@ -187,7 +188,14 @@ impl Cli {
                 Err(segcam::Error::Invalid(match flag {
                     Some((flag, true)) => format!("{flag}: {e} (numbers stop at {})", i64::MAX),
                     Some((flag, false)) => format!("{flag}: {e}"),
-                    None => format!("the flags: {e}"),
+                    // A path TOML cannot hold: name the argument, as well as it prints.
+                    None => match std::env::args_os().find(|a| a.to_str().is_none()) {
+                        Some(arg) => format!(
+                            "{}: not UTF-8; seg-cam's settings take UTF-8 paths (rename the file, or link it under a UTF-8 name)",
+                            arg.to_string_lossy()
+                        ),
+                        None => format!("the flags: {e}"),
+                    },
                 }))
             }
         }
@@ -298,8 +306,10 @@ fn bench(cli: BenchCli) -> anyhow::Result<()> {
     print!("{}", report.table());
     if let Some(path) = cli.json {
         let json = serde_json::json!({ "report": &report, "pick": report.pick() });
-        std::fs::write(&path, serde_json::to_string_pretty(&json)?)
-            .with_context(|| format!("writing {}", path.display()))?;
+        whole::write_whole(
+            &path,
+            (serde_json::to_string_pretty(&json)? + "\n").as_bytes(),
+        )?;
     }
     Ok(())
 }

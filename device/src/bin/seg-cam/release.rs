@@ -13,6 +13,8 @@ use clap::{Parser, Subcommand};
 use segcam::provenance::Provenance;
 use segcam::release::{self, ModelSummary, ReleaseManifest, TrustedKeys};
 
+use crate::whole::write_whole;
+
 /// Exit status of `verify` when the release is refused (1 is any other error).
 pub const REFUSED: u8 = 3;
 
@@ -257,20 +259,4 @@ fn read_counter(path: &Path) -> anyhow::Result<Option<u64>> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
         Err(e) => Err(e).with_context(|| format!("{}: cannot read", path.display())),
     }
-}
-
-/// Write a file whole: a temporary name beside it, then a rename.
-fn write_whole(path: &Path, bytes: &[u8]) -> anyhow::Result<()> {
-    let mut tmp = path.as_os_str().to_owned();
-    tmp.push(format!(".tmp-{}", std::process::id()));
-    let tmp = PathBuf::from(tmp);
-    // Flushed before the rename: after a power loss the counter or record is the old
-    // one or the new one, never an empty file.
-    std::fs::write(&tmp, bytes)
-        .and_then(|()| std::fs::File::open(&tmp)?.sync_all())
-        .and_then(|()| std::fs::rename(&tmp, path))
-        .inspect_err(|_| {
-            let _ = std::fs::remove_file(&tmp);
-        })
-        .with_context(|| format!("{}: cannot write", path.display()))
 }
