@@ -8,6 +8,7 @@
 //! outputs; `clap` value enums for command lines; `live` the pipeline of `seg-cam`
 //! (with all of those); `testing` the helpers of the tests.
 
+pub mod adopt;
 pub mod bench;
 pub mod card;
 pub mod classes;

@@ -1080,6 +1080,79 @@ fn a_golden_check_never_writes_into_its_set() {
     assert_eq!(report["passed"], true, "{report}");
 }
 
+#[test]
+fn a_model_made_elsewhere_gets_a_card_and_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    // a graph with no card, as torch.onnx.export writes one: 6 classes, 24×32
+    let theirs = dir.path().join("theirs.onnx");
+    let bytes = segcam::onnx_card::encode(&segcam::testing::conv_model(6, 24, 32, false));
+    std::fs::write(&theirs, &bytes).unwrap();
+    let t = theirs.to_str().unwrap();
+    let out = seg_cam(&["card", "--model", t]);
+    assert!(!out.status.success());
+    let err = text(&out.stderr);
+    assert!(
+        err.contains("no segcam model card") && err.contains("--out"),
+        "{err}"
+    );
+
+    let labels = dir.path().join("classes.txt");
+    std::fs::write(&labels, "sky\nroad\ncar\nperson\ntree\n").unwrap();
+    let ours = dir.path().join("ours.onnx");
+    let o = ours.to_str().unwrap();
+    let l = labels.to_str().unwrap();
+    let out = seg_cam(&["card", "--model", t, "--labels", l, "--out", o]);
+    assert!(!out.status.success(), "5 names for 6 channels");
+    assert!(
+        text(&out.stderr).contains("6 channels"),
+        "{}",
+        text(&out.stderr)
+    );
+    assert!(!ours.exists());
+
+    std::fs::write(&labels, "sky\nroad\ncar\nperson\ntree\nsign\n").unwrap();
+    let out = seg_cam(&["card", "--model", t, "--labels", l, "--out", o]);
+    assert!(out.status.success(), "{}", text(&out.stderr));
+    assert_eq!(
+        std::fs::read(&theirs).unwrap(),
+        bytes,
+        "the model given is untouched"
+    );
+    let card = segcam::onnx_card::read_card(&ours).unwrap();
+    assert_eq!(card.classes.len(), 6);
+    assert_eq!((card.input_height, card.input_width), (24, 32));
+    let shown = seg_cam(&["card", "--model", o]);
+    assert!(shown.status.success());
+    assert!(
+        text(&shown.stdout).contains("\"person\""),
+        "{}",
+        text(&shown.stdout)
+    );
+
+    let out = seg_cam(&["card", "--model", t, "--labels", l, "--out", o]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out.stderr).contains("exists"),
+        "{}",
+        text(&out.stderr)
+    );
+
+    let masks = dir.path().join("masks");
+    let run = seg_cam(&[
+        "test://",
+        "--model",
+        o,
+        "--frames",
+        "1",
+        "--save-masks",
+        masks.to_str().unwrap(),
+        "--http",
+        "off",
+    ]);
+    assert!(run.status.success(), "{}", text(&run.stderr));
+    assert!(masks.join("mask-000001.png").is_file());
+}
+
 /// The peak resident memory of a running process, in MiB.
 fn peak_rss_mib(pid: u32) -> u64 {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();

@@ -52,8 +52,18 @@ pub(super) fn check_declared_io(graph: &pb::GraphProto, card: &ModelCard) -> Res
     card.check_graph(&shape, None).map_err(|e| e.to_string())
 }
 
+/// The element type of a declared tensor, where it is declared.
+pub(crate) fn declared_element(info: &pb::ValueInfoProto) -> Option<pb::tensor_proto::DataType> {
+    match info.r#type.as_ref().and_then(|t| t.value.as_ref()) {
+        Some(pb::type_proto::Value::TensorType(t)) => {
+            pb::tensor_proto::DataType::try_from(t.elem_type).ok()
+        }
+        _ => None,
+    }
+}
+
 /// The dimensions of a declared tensor; `None` for symbolic ones.
-fn declared_dims(info: &pb::ValueInfoProto) -> Vec<Option<usize>> {
+pub(crate) fn declared_dims(info: &pb::ValueInfoProto) -> Vec<Option<usize>> {
     use pb::tensor_shape_proto::dimension::Value;
     let Some(pb::type_proto::Value::TensorType(t)) =
         info.r#type.as_ref().and_then(|t| t.value.as_ref())

@@ -4,7 +4,7 @@
 //! [`tract`] (pure Rust, every build, the static board binary) or [`onnxruntime`]
 //! (feature `onnxruntime`, its library opened at run time, CPU/CUDA/TensorRT).
 
-mod check;
+pub(crate) mod check;
 #[cfg(feature = "onnxruntime")]
 pub mod onnxruntime;
 pub mod tract;

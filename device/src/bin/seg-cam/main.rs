@@ -17,6 +17,7 @@ use segcam::overlay::Visualize;
 use segcam::resize::{Filter, ResizePolicy};
 use segcam::source::PixelFormat;
 
+mod card;
 mod check;
 mod release;
 mod whole;
@@ -164,7 +165,7 @@ impl Cli {
              seg-cam 'images/*.jpg' file://runs/out --save-masks runs/masks   pictures to files\n  \
              seg-cam test:// --model models/fcn.int8.onnx --stats   the test scene, statistics on stdout\n\n\
              Which engine and model are fastest here: seg-cam bench --model A.onnx [--model B.onnx …] \
-             (seg-cam bench --help). Signed releases: seg-cam release --help. A release's golden set: seg-cam check --help.\n\nDefaults (a --config file takes the same keys):\n\n{defaults}"
+             (seg-cam bench --help). Signed releases: seg-cam release --help. A release's golden set: seg-cam check --help. A model made elsewhere: seg-cam card --help.\n\nDefaults (a --config file takes the same keys):\n\n{defaults}"
         ));
         let matches = command.get_matches();
         Cli::from_arg_matches(&matches).unwrap_or_else(|e| e.exit())
@@ -353,6 +354,7 @@ fn main() -> ExitCode {
         }
         Some(a) if a == "release" => release::main(release::ReleaseCli::parse_from(sub("release"))),
         Some(a) if a == "check" => check::main(check::CheckCli::parse_from(sub("check"))),
+        Some(a) if a == "card" => card::main(card::CardCli::parse_from(sub("card"))),
         _ => run(Cli::parse_args()).map(|()| ExitCode::SUCCESS),
     };
     match result {

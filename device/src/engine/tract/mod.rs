@@ -126,6 +126,48 @@ fn replace_ops(
     Ok(replaced)
 }
 
+/// How many class channels the graph's scores have at a `height × width` input, as
+/// tract infers them: for a card of a graph that does not declare it. For a class map
+/// (`class_map`), the scores the ArgMax that makes `output` reads.
+pub(crate) fn class_channels(
+    proto: &pb::ModelProto,
+    output: &str,
+    class_map: bool,
+    height: usize,
+    width: usize,
+) -> Result<usize, String> {
+    let tract = |e: TractError| format!("tract cannot infer the graph's shapes: {e:#}");
+    let mut model = tract_onnx::onnx()
+        .model_for_proto_model(proto)
+        .map_err(|e| format!("tract cannot read the graph: {e:#}"))?;
+    model
+        .set_input_fact(0, f32::fact([1, 3, height, width]).into())
+        .map_err(tract)?;
+    let label = if class_map {
+        let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
+        graph
+            .node
+            .iter()
+            .find(|n| n.op_type == "ArgMax" && n.output.iter().any(|o| o == output))
+            .and_then(|n| n.input.first())
+            .ok_or_else(|| format!("no ArgMax node makes the class map '{output}'"))?
+            .as_str()
+    } else {
+        output
+    };
+    let outlet = model
+        .find_outlet_label(label)
+        .ok_or_else(|| format!("'{label}' is not in the graph"))?;
+    model.select_output_outlets(&[outlet]).map_err(tract)?;
+    let typed = model.into_typed().map_err(tract)?;
+    let fact = typed.output_fact(0).map_err(tract)?;
+    fact.shape
+        .as_concrete()
+        .filter(|s| s.len() == 4)
+        .map(|s| s[1])
+        .ok_or_else(|| format!("the scores '{label}' are {:?}, not 1×C×H×W", fact.shape))
+}
+
 /// tract's run options for `threads`: ≤ 1 runs on the calling thread, more on a private
 /// pool of that many threads.
 pub fn run_options(threads: usize) -> RunOptions {
