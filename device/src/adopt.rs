@@ -8,7 +8,7 @@ use std::path::Path;
 
 use crate::card::{ModelCard, OutputKind, Precision, QuantFormat, Quantization, CARD_VERSION};
 use crate::classes::{voc_colour, ClassList};
-use crate::engine::check::{declared_dims, declared_element};
+use crate::engine::check::{declared_dims, declared_element, fed_inputs};
 use crate::error::{Error, Result};
 use crate::onnx_card::pb;
 use crate::preprocess::Normalization;
@@ -32,12 +32,7 @@ pub fn card_for(model: &pb::ModelProto, given: Adoption) -> Result<ModelCard> {
         .graph
         .as_ref()
         .ok_or_else(|| bad("the model has no graph".into()))?;
-    let initialised: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&pb::ValueInfoProto> = graph
-        .input
-        .iter()
-        .filter(|i| !initialised.contains(&i.name.as_str()))
-        .collect();
+    let inputs = fed_inputs(graph);
     let [input] = inputs[..] else {
         return Err(bad(format!(
             "the graph has {} inputs; seg-cam runs models of one image input (1×3×H×W)",

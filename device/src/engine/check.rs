@@ -6,12 +6,7 @@ use crate::onnx_card::pb;
 
 /// The graph's declared input and output against the card: names and input shape.
 pub(super) fn check_declared_io(graph: &pb::GraphProto, card: &ModelCard) -> Result<(), String> {
-    let initialised: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
-    let inputs: Vec<&pb::ValueInfoProto> = graph
-        .input
-        .iter()
-        .filter(|i| !initialised.contains(&i.name.as_str()))
-        .collect();
+    let inputs = fed_inputs(graph);
     let [input] = inputs[..] else {
         return Err(format!(
             "the graph has {} inputs, a segcam model has one ('{}')",
@@ -50,6 +45,16 @@ pub(super) fn check_declared_io(graph: &pb::GraphProto, card: &ModelCard) -> Res
     }
     let shape: Vec<usize> = dims.iter().zip(want).map(|(d, w)| d.unwrap_or(w)).collect();
     card.check_graph(&shape, None).map_err(|e| e.to_string())
+}
+
+/// The graph's inputs that are fed (older exporters also list the weights as inputs).
+pub(crate) fn fed_inputs(graph: &pb::GraphProto) -> Vec<&pb::ValueInfoProto> {
+    let initialised: Vec<&str> = graph.initializer.iter().map(|t| t.name.as_str()).collect();
+    graph
+        .input
+        .iter()
+        .filter(|i| !initialised.contains(&i.name.as_str()))
+        .collect()
 }
 
 /// The element type of a declared tensor, where it is declared.
