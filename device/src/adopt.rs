@@ -54,9 +54,12 @@ pub fn card_for(model: &pb::ModelProto, given: Adoption) -> Result<ModelCard> {
             shape_text(&dims)
         )));
     }
+    let side = |d: usize| {
+        u32::try_from(d).map_err(|_| bad(format!("the graph's input side {d} is out of range")))
+    };
     let (height, width) = match (dims[2], dims[3], given.size) {
-        (Some(h), Some(w), None) => (h as u32, w as u32),
-        (Some(h), Some(w), Some(size)) if size == (h as u32, w as u32) => size,
+        (Some(h), Some(w), None) => (side(h)?, side(w)?),
+        (Some(h), Some(w), Some(size)) if size == (side(h)?, side(w)?) => size,
         (Some(h), Some(w), Some((gh, gw))) => {
             return Err(bad(format!(
                 "the graph's input is fixed at {h}×{w} (height×width), not the {gh}×{gw} given"
@@ -85,10 +88,13 @@ pub fn card_for(model: &pb::ModelProto, given: Adoption) -> Result<ModelCard> {
             OutputKind::ClassMap
         }
         other => {
+            let what = other.map_or("of an undeclared type".into(), |t| {
+                t.as_str_name().to_lowercase()
+            });
             return Err(bad(format!(
-                "the graph's output '{}' is {other:?}; seg-cam reads f32 class scores (1×C×H×W) or an integer class map",
+                "the graph's output '{}' is {what}; seg-cam reads f32 class scores (1×C×H×W) or an integer class map",
                 output.name
-            )))
+            )));
         }
     };
     let out_dims = declared_dims(output);
@@ -120,6 +126,12 @@ pub fn card_for(model: &pb::ModelProto, given: Adoption) -> Result<ModelCard> {
             Err(_) => None,
         },
     };
+    if let Some(c @ (0 | 1)) = channels {
+        return Err(bad(format!(
+            "the graph's output '{}' has {c} score channel(s): seg-cam takes the largest of one score per class, so a single-channel (sigmoid) mask needs a second channel (export 1−p and p, or a class map)",
+            output.name
+        )));
+    }
     let classes = match (given.classes, channels) {
         (Some(classes), Some(c)) if classes.len() != c => {
             return Err(bad(format!(
@@ -235,8 +247,13 @@ pub fn read_labels(labels: &Path, colours: Option<&Path>) -> Result<ClassList> {
         )));
     }
     let names = lines.into_iter().map(|(_, l)| l.to_string());
-    ClassList::new(names.zip(palette).collect())
-        .map_err(|e| Error::Invalid(format!("{}: {e}", labels.display())))
+    ClassList::new(names.zip(palette).collect()).map_err(|e| {
+        let files = match colours {
+            Some(c) => format!("{} with {}", labels.display(), c.display()),
+            None => labels.display().to_string(),
+        };
+        Error::Invalid(format!("{files}: {e}"))
+    })
 }
 
 /// Non-empty lines that are not `#` comments, trimmed, with their line numbers.
@@ -362,12 +379,34 @@ mod tests {
             &model,
             Adoption {
                 classes: Some(ClassList::voc().first(5)),
-                ..sized
+                ..sized.clone()
             },
         )
         .unwrap();
         assert_eq!(card.output_kind, OutputKind::ClassMap);
         assert_eq!((card.input_height, card.input_width), (48, 64));
+
+        // an ArgMax over another axis than the channels is no class map of ours
+        let graph = model.graph.as_mut().unwrap();
+        let argmax = graph
+            .node
+            .iter_mut()
+            .find(|n| n.op_type == "ArgMax")
+            .unwrap();
+        argmax.attribute[0].i = 3;
+        let msg = card_for(&model, sized).unwrap_err().to_string();
+        assert!(msg.contains("axis 3"), "{msg}");
+    }
+
+    #[test]
+    fn a_single_score_channel_is_refused_with_the_reason() {
+        let msg = card_for(&conv_model(1, 24, 32, false), given())
+            .unwrap_err()
+            .to_string();
+        assert!(
+            msg.contains("1 score channel") && msg.contains("sigmoid"),
+            "{msg}"
+        );
     }
 
     #[test]

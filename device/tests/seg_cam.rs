@@ -1129,12 +1129,19 @@ fn a_model_made_elsewhere_gets_a_card_and_runs() {
         text(&shown.stdout)
     );
 
-    let out = seg_cam(&["card", "--model", t, "--labels", l, "--out", o]);
-    assert!(!out.status.success());
-    assert!(
-        text(&out.stderr).contains("exists"),
-        "{}",
-        text(&out.stderr)
+    for again in [o, t] {
+        let out = seg_cam(&["card", "--model", t, "--labels", l, "--out", again]);
+        assert!(!out.status.success());
+        assert!(
+            text(&out.stderr).contains("exists"),
+            "{}",
+            text(&out.stderr)
+        );
+    }
+    assert_eq!(
+        std::fs::read(&theirs).unwrap(),
+        bytes,
+        "the model given is untouched"
     );
 
     let masks = dir.path().join("masks");

@@ -12,6 +12,12 @@ pub const STRIDE: i64 = 32;
 /// The network's input (an export size, a crop) must be a whole number of output strides.
 pub fn check_size(height: u32, width: u32) -> anyhow::Result<()> {
     let s = STRIDE as u32;
+    let max = segcam::card::MAX_SIDE;
+    if height > max || width > max {
+        anyhow::bail!(
+            "size {height}×{width} (height×width): a side may be at most {max} (the model card's limit)"
+        );
+    }
     if height == 0 || width == 0 || !height.is_multiple_of(s) || !width.is_multiple_of(s) {
         let near = |v: u32| (v / s).max(1) * s;
         anyhow::bail!(

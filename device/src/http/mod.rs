@@ -270,8 +270,8 @@ fn accept_loop(listener: TcpListener, shared: Arc<Shared>) {
             .spawn(move || {
                 let _connection = connection;
                 let mut stream = stream;
-                let _ = serve(&mut stream, &thread_shared, waiting);
-                if !thread_shared.stop.load(Ordering::SeqCst) {
+                let unread = serve(&mut stream, &thread_shared, waiting).unwrap_or(false);
+                if unread && !thread_shared.stop.load(Ordering::SeqCst) {
                     close_gently(&mut stream);
                 }
             });
@@ -307,16 +307,20 @@ fn close_gently(stream: &mut TcpStream) {
 
 /// Whether a client has closed its side (or its socket failed), without waiting.
 fn hung_up(stream: &TcpStream) -> bool {
-    if stream.set_nonblocking(true).is_err() {
-        return true;
-    }
-    let peeked = stream.peek(&mut [0u8; 1]);
-    let restored = stream.set_nonblocking(false).is_ok();
-    match peeked {
+    match peek_now(stream) {
         Ok(0) => true,
-        Ok(_) => !restored,
-        Err(e) => e.kind() != io::ErrorKind::WouldBlock || !restored,
+        Ok(_) => false,
+        Err(e) => e.kind() != io::ErrorKind::WouldBlock,
     }
+}
+
+/// What a client has sent and the server not read, without waiting: `Ok(0)` when it
+/// closed, `WouldBlock` when nothing is there.
+fn peek_now(stream: &TcpStream) -> io::Result<usize> {
+    stream.set_nonblocking(true)?;
+    let peeked = stream.peek(&mut [0u8; 1]);
+    stream.set_nonblocking(false)?;
+    peeked
 }
 
 /// Turn a socket away without a thread: a short 503 if the socket takes it at once.
@@ -397,21 +401,25 @@ impl Response {
     }
 }
 
-fn serve(stream: &mut TcpStream, shared: &Shared, waiting: Waiting) -> io::Result<()> {
+/// Answer one request; `Ok(true)` when the client may still be sending (a refused head,
+/// a method with a body), so that the connection is closed gently.
+fn serve(stream: &mut TcpStream, shared: &Shared, waiting: Waiting) -> io::Result<bool> {
     let _ = stream.set_nodelay(true);
     let timeout = shared.options.write_timeout;
     let head = read_head(stream, Instant::now() + shared.options.head_timeout);
     drop(waiting);
     let request = match head {
         Ok(request) => request,
-        Err(HeadError::Gone) => return Ok(()),
+        Err(HeadError::Gone) => return Ok(false),
         Err(HeadError::TimedOut) => {
             return Response::text("408 Request Timeout", "the request head took too long\n")
                 .send(stream, false, timeout)
+                .map(|()| true)
         }
         Err(HeadError::UriTooLong) => {
             return Response::text("414 URI Too Long", "request line too long\n")
                 .send(stream, false, timeout)
+                .map(|()| true)
         }
         Err(HeadError::TooLarge) => {
             return Response::text(
@@ -419,14 +427,16 @@ fn serve(stream: &mut TcpStream, shared: &Shared, waiting: Waiting) -> io::Resul
                 "request head too large\n",
             )
             .send(stream, false, timeout)
+            .map(|()| true)
         }
         Err(HeadError::Malformed(why)) => {
             return Response::text("400 Bad Request", format!("bad request: {why}\n"))
                 .send(stream, false, timeout)
+                .map(|()| true)
         }
     };
     if shared.stop.load(Ordering::SeqCst) {
-        return Ok(());
+        return Ok(false);
     }
     let head_only = match request.method.as_str() {
         "GET" => false,
@@ -435,10 +445,11 @@ fn serve(stream: &mut TcpStream, shared: &Shared, waiting: Waiting) -> io::Resul
             return Response::text("405 Method Not Allowed", "only GET and HEAD\n")
                 .with("Allow: GET, HEAD\r\n")
                 .send(stream, false, timeout)
+                .map(|()| true)
         }
     };
     if let Some(refusal) = refusal(&request, shared) {
-        return refusal.send(stream, head_only, timeout);
+        return refusal.send(stream, head_only, timeout).map(|()| false);
     }
     let published = &shared.published;
     let response = match request.path.as_str() {
@@ -466,19 +477,21 @@ fn serve(stream: &mut TcpStream, shared: &Shared, waiting: Waiting) -> io::Resul
             let Some(_viewer) = shared.streams.take() else {
                 return Response::text("503 Service Unavailable", "too many stream clients\n")
                     .with("Retry-After: 5\r\n")
-                    .send(stream, head_only, timeout);
+                    .send(stream, head_only, timeout)
+                    .map(|()| false);
             };
             if head_only {
                 Response::new("200 OK", MJPEG_TYPE, Vec::new())
             } else {
-                return stream_mjpeg(stream, shared);
+                return stream_mjpeg(stream, shared).map(|()| false);
             }
         }
         path => {
             let Some(_busy) = shared.busy.take() else {
                 return Response::text("503 Service Unavailable", "too many clients\n")
                     .with("Retry-After: 1\r\n")
-                    .send(stream, head_only, timeout);
+                    .send(stream, head_only, timeout)
+                    .map(|()| false);
             };
             let response = match path {
                 "/" | "/index.html" => {
@@ -495,10 +508,10 @@ fn serve(stream: &mut TcpStream, shared: &Shared, waiting: Waiting) -> io::Resul
                 ),
                 _ => Response::text("404 Not Found", "not found\n"),
             };
-            return response.send(stream, head_only, timeout);
+            return response.send(stream, head_only, timeout).map(|()| false);
         }
     };
-    response.send(stream, head_only, timeout)
+    response.send(stream, head_only, timeout).map(|()| false)
 }
 
 /// A request the server will not answer: a foreign `Host`, or no token where one is set.

@@ -62,8 +62,6 @@ fn create_dir(path: &Path) -> Result<()> {
     })
 }
 
-/// Frames are numbered from 1 in every run: say so when a folder already holds some
-/// (they are replaced where the numbers meet, and any beyond this run's stay).
 /// Refuse an output folder that holds input files: frame-000002.jpg written there could
 /// replace an input not yet read, and later passes would read our own output.
 fn refuse_among_inputs(dir: &Path, inputs: &[PathBuf]) -> Result<()> {
@@ -71,11 +69,11 @@ fn refuse_among_inputs(dir: &Path, inputs: &[PathBuf]) -> Result<()> {
         return Ok(());
     };
     let among = inputs.iter().find(|input| {
-        input
-            .canonicalize()
-            .ok()
-            .and_then(|p| p.parent().map(|d| d == out))
-            .unwrap_or(false)
+        let folder = match input.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => Path::new("."),
+        };
+        folder.canonicalize().is_ok_and(|d| d == out)
     });
     match among {
         Some(input) => Err(Error::Invalid(format!(
@@ -87,6 +85,8 @@ fn refuse_among_inputs(dir: &Path, inputs: &[PathBuf]) -> Result<()> {
     }
 }
 
+/// Frames are numbered from 1 in every run: say so when a folder already holds some
+/// (they are replaced where the numbers meet, and any beyond this run's stay).
 fn warn_of_earlier_frames(dir: &Path, prefix: &str) {
     let earlier = std::fs::read_dir(dir)
         .map(|entries| {

@@ -8,6 +8,7 @@ use anyhow::{bail, Context};
 use clap::Parser;
 
 use segcam::adopt::{self, Adoption};
+use segcam::card::EngineKind;
 use segcam::engine::{Engine, EngineChoice, EngineOptions};
 use segcam::onnx_card;
 use segcam::preprocess::Normalization;
@@ -25,7 +26,7 @@ use crate::whole::write_whole;
         The input and output names, the input size, class scores or class map, and the int8 form come\n\
         from the graph; --labels takes one class name per line (jetson-inference's classes.txt) or a\n\
         VOC labelmap.txt, --colors one \"R G B\" line per class (its colors.txt). The model is loaded\n\
-        and run once through tract with the new card before the file appears."
+        and run once with the new card (in tract, or onnxruntime for a QDQ int8 graph) before the file appears."
 )]
 pub struct CardCli {
     /// The ONNX model.
@@ -39,13 +40,13 @@ pub struct CardCli {
     overwrite: bool,
     /// Class names, one per line, in output-channel order, or a VOC labelmap.txt
     /// [default: VOC's for 21 outputs, else class-0, class-1, …].
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, value_name = "FILE", requires = "out")]
     labels: Option<PathBuf>,
     /// Class colours, one "R G B" line per class [default: the labelmap's, else VOC's palette].
     #[arg(long, value_name = "FILE", requires = "labels")]
     colors: Option<PathBuf>,
     /// The input size as HEIGHTxWIDTH, where the graph leaves it open.
-    #[arg(long, value_name = "HxW", value_parser = parse_size)]
+    #[arg(long, value_name = "HxW", value_parser = parse_size, requires = "out")]
     size: Option<(u32, u32)>,
     /// Per-channel mean of the 0–1 RGB input.
     #[arg(long, value_name = "R,G,B", default_value = "0.485,0.456,0.406", value_parser = parse_triple)]
@@ -54,7 +55,7 @@ pub struct CardCli {
     #[arg(long, value_name = "R,G,B", default_value = "0.229,0.224,0.225", value_parser = parse_triple)]
     std: [f32; 3],
     /// The model's name on the page and in releases [default: --out's file stem].
-    #[arg(long)]
+    #[arg(long, requires = "out", value_parser = clap::builder::NonEmptyStringValueParser::new())]
     name: Option<String>,
 }
 
@@ -91,8 +92,15 @@ pub fn main(cli: CardCli) -> anyhow::Result<ExitCode> {
         println!("{}", serde_json::to_string_pretty(&json)?);
         return Ok(ExitCode::SUCCESS);
     };
-    if out.exists() && !cli.overwrite && !same_file(out, &cli.model) {
+    if out.exists() && !cli.overwrite {
         bail!("{}: exists (--overwrite replaces it)", out.display());
+    }
+    let folder = match out.parent() {
+        Some(p) if !p.as_os_str().is_empty() => p,
+        _ => Path::new("."),
+    };
+    if !folder.is_dir() {
+        bail!("{}: no folder {}", out.display(), folder.display());
     }
     let classes = cli
         .labels
@@ -118,11 +126,11 @@ pub fn main(cli: CardCli) -> anyhow::Result<ExitCode> {
     onnx_card::set_card(&mut proto, &card);
     // Loaded and run with its card under a name of its own first: a card that does
     // not fit the graph never reaches --out.
-    let trial = trial_path(out);
-    std::fs::write(&trial, onnx_card::encode(&proto))
-        .with_context(|| format!("{}: cannot write", trial.display()))?;
-    let tried = try_model(&trial);
-    let _ = std::fs::remove_file(&trial);
+    let trial = Trial(trial_path(out));
+    std::fs::write(&trial.0, onnx_card::encode(&proto))
+        .with_context(|| format!("{}: cannot write", out.display()))?;
+    let tried = try_model(&trial.0, &card);
+    drop(trial);
     tried.with_context(|| {
         format!(
             "{}: the model does not run with this card",
@@ -145,6 +153,15 @@ pub fn main(cli: CardCli) -> anyhow::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
+/// The file a card is tried in, removed however the try ends.
+struct Trial(PathBuf);
+
+impl Drop for Trial {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
+}
+
 fn trial_path(out: &Path) -> PathBuf {
     let name = out
         .file_name()
@@ -152,20 +169,17 @@ fn trial_path(out: &Path) -> PathBuf {
     out.with_file_name(format!(".{name}.trial-{}", std::process::id()))
 }
 
-/// Load `path` (in the engine its card names, tract when any) and run one grey frame.
-fn try_model(path: &Path) -> anyhow::Result<()> {
-    let options = EngineOptions::tract(1).with_engine(EngineChoice::Auto);
-    let engine = Engine::open(path, &options)?;
+/// Load `path` and run one grey frame: in tract, whose load checks the scores' shape
+/// against the card, unless the card is onnxruntime's (an int8 QDQ graph).
+fn try_model(path: &Path, card: &segcam::card::ModelCard) -> anyhow::Result<()> {
+    let engine = match card.made_for() {
+        Some(EngineKind::Onnxruntime) => EngineChoice::Auto,
+        _ => EngineChoice::Tract,
+    };
+    let engine = Engine::open(path, &EngineOptions::tract(1).with_engine(engine))?;
     let (w, h) = engine.input_size();
     engine.classify(&image::RgbImage::from_pixel(w, h, image::Rgb([128; 3])))?;
     Ok(())
-}
-
-fn same_file(a: &Path, b: &Path) -> bool {
-    match (a.canonicalize(), b.canonicalize()) {
-        (Ok(a), Ok(b)) => a == b,
-        _ => false,
-    }
 }
 
 #[cfg(test)]

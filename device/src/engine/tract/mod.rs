@@ -145,12 +145,26 @@ pub(crate) fn class_channels(
         .map_err(tract)?;
     let label = if class_map {
         let graph = proto.graph.as_ref().ok_or("the model has no graph")?;
-        graph
+        let argmax = graph
             .node
             .iter()
             .find(|n| n.op_type == "ArgMax" && n.output.iter().any(|o| o == output))
-            .and_then(|n| n.input.first())
-            .ok_or_else(|| format!("no ArgMax node makes the class map '{output}'"))?
+            .ok_or_else(|| format!("no ArgMax node makes the class map '{output}'"))?;
+        // ONNX's default axis is 0; channels-last graphs take the last one
+        let axis = argmax
+            .attribute
+            .iter()
+            .find(|a| a.name == "axis")
+            .map_or(0, |a| a.i);
+        if axis != 1 && axis != -3 {
+            return Err(format!(
+                "the ArgMax that makes '{output}' runs over axis {axis}, not the channels of 1×C×H×W scores"
+            ));
+        }
+        argmax
+            .input
+            .first()
+            .ok_or("the ArgMax has no input")?
             .as_str()
     } else {
         output
@@ -163,9 +177,14 @@ pub(crate) fn class_channels(
     let fact = typed.output_fact(0).map_err(tract)?;
     fact.shape
         .as_concrete()
-        .filter(|s| s.len() == 4)
+        .filter(|s| s.len() == 4 && s[0] == 1 && s[2..] == [height, width])
         .map(|s| s[1])
-        .ok_or_else(|| format!("the scores '{label}' are {:?}, not 1×C×H×W", fact.shape))
+        .ok_or_else(|| {
+            format!(
+                "the scores '{label}' are {:?}, not 1×C×{height}×{width}",
+                fact.shape
+            )
+        })
 }
 
 /// tract's run options for `threads`: ≤ 1 runs on the calling thread, more on a private
