@@ -225,9 +225,8 @@ fn numbered(count: usize) -> Result<ClassList> {
 /// per line (jetson-inference's `classes.txt`) with colours from `colours` (one
 /// `R G B` line per class, as its `colors.txt`) or VOC's palette.
 pub fn read_labels(labels: &Path, colours: Option<&Path>) -> Result<ClassList> {
-    let text = std::fs::read_to_string(labels).map_err(|e| Error::io(labels, e))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    let lines = meaningful_lines(text);
+    let text = read_text(labels)?;
+    let lines = meaningful_lines(&text);
     if colours.is_none() && lines.iter().any(|(_, l)| l.contains(':')) {
         return ClassList::read_labelmap(labels);
     }
@@ -256,6 +255,15 @@ pub fn read_labels(labels: &Path, colours: Option<&Path>) -> Result<ClassList> {
     })
 }
 
+/// A text file without the byte-order mark editors on Windows put first.
+fn read_text(path: &Path) -> Result<String> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    Ok(match text.strip_prefix('\u{feff}') {
+        Some(rest) => rest.to_string(),
+        None => text,
+    })
+}
+
 /// Non-empty lines that are not `#` comments, trimmed, with their line numbers.
 fn meaningful_lines(text: &str) -> Vec<(usize, &str)> {
     text.lines()
@@ -266,9 +274,8 @@ fn meaningful_lines(text: &str) -> Vec<(usize, &str)> {
 }
 
 fn read_colours(path: &Path) -> Result<Vec<[u8; 3]>> {
-    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
-    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
-    meaningful_lines(text)
+    let text = read_text(path)?;
+    meaningful_lines(&text)
         .into_iter()
         .map(|(line, l)| {
             let values: Vec<&str> = l

@@ -408,32 +408,30 @@ fn serve(stream: &mut TcpStream, shared: &Shared, waiting: Waiting) -> io::Resul
     let timeout = shared.options.write_timeout;
     let head = read_head(stream, Instant::now() + shared.options.head_timeout);
     drop(waiting);
-    let request = match head {
-        Ok(request) => request,
+    let refused = match head {
+        Ok(request) => Ok(request),
         Err(HeadError::Gone) => return Ok(false),
-        Err(HeadError::TimedOut) => {
-            return Response::text("408 Request Timeout", "the request head took too long\n")
-                .send(stream, false, timeout)
-                .map(|()| true)
-        }
-        Err(HeadError::UriTooLong) => {
-            return Response::text("414 URI Too Long", "request line too long\n")
-                .send(stream, false, timeout)
-                .map(|()| true)
-        }
-        Err(HeadError::TooLarge) => {
-            return Response::text(
-                "431 Request Header Fields Too Large",
-                "request head too large\n",
-            )
-            .send(stream, false, timeout)
-            .map(|()| true)
-        }
-        Err(HeadError::Malformed(why)) => {
-            return Response::text("400 Bad Request", format!("bad request: {why}\n"))
-                .send(stream, false, timeout)
-                .map(|()| true)
-        }
+        Err(HeadError::TimedOut) => Err(Response::text(
+            "408 Request Timeout",
+            "the request head took too long\n",
+        )),
+        Err(HeadError::UriTooLong) => Err(Response::text(
+            "414 URI Too Long",
+            "request line too long\n",
+        )),
+        Err(HeadError::TooLarge) => Err(Response::text(
+            "431 Request Header Fields Too Large",
+            "request head too large\n",
+        )),
+        Err(HeadError::Malformed(why)) => Err(Response::text(
+            "400 Bad Request",
+            format!("bad request: {why}\n"),
+        )),
+    };
+    // A refused head may be followed by more the client is still sending.
+    let request = match refused {
+        Ok(request) => request,
+        Err(response) => return response.send(stream, false, timeout).map(|()| true),
     };
     if shared.stop.load(Ordering::SeqCst) {
         return Ok(false);

@@ -316,10 +316,11 @@ impl Stage<'_> {
         if let Some(dir) = &self.sinks.masks {
             let filter = self.settings.overlay.filter;
             let ids = resample_labels(&map, width, height, filter);
+            let name = format!("mask-{n:06}.png");
             let mut png = Vec::new();
             ids.write_to(&mut std::io::Cursor::new(&mut png), image::ImageFormat::Png)
-                .map_err(|e| image_error(&dir.join(format!("mask-{n:06}.png")), e))?;
-            write_whole(dir, &format!("mask-{n:06}.png"), &png)?;
+                .map_err(|e| image_error(&dir.join(&name), e))?;
+            write_whole(dir, &name, &png)?;
         }
         if let (Some(dir), Some(jpeg)) = (&self.sinks.out, &jpeg) {
             write_whole(dir, &format!("frame-{n:06}.jpg"), jpeg)?;

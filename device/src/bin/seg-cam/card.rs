@@ -126,9 +126,9 @@ pub fn main(cli: CardCli) -> anyhow::Result<ExitCode> {
     onnx_card::set_card(&mut proto, &card);
     // Loaded and run with its card under a name of its own first: a card that does
     // not fit the graph never reaches --out.
+    let bytes = onnx_card::encode(&proto);
     let trial = Trial(trial_path(out));
-    std::fs::write(&trial.0, onnx_card::encode(&proto))
-        .with_context(|| format!("{}: cannot write", out.display()))?;
+    std::fs::write(&trial.0, &bytes).with_context(|| format!("{}: cannot write", out.display()))?;
     let tried = try_model(&trial.0, &card);
     drop(trial);
     tried.with_context(|| {
@@ -137,7 +137,7 @@ pub fn main(cli: CardCli) -> anyhow::Result<ExitCode> {
             cli.model.display()
         )
     })?;
-    write_whole(out, &onnx_card::encode(&proto))?;
+    write_whole(out, &bytes)?;
     println!(
         "{}: {} classes, input '{}' 1×3×{}×{}, output '{}' ({:?}, {:?}), made for {}",
         out.display(),
